@@ -1,0 +1,50 @@
+"""Convert between the two ways Keras files store how a model was compiled.
+
+``.h5`` files hold ``training_config`` (``optimizer_config`` with class name and config);
+``.keras`` files hold ``compile_config`` (a serialized optimizer object). The spec keeps the
+``.keras`` form. Only the optimizer's *config* travels: its slot variables belong to the variable
+set it was built for, and restoring them into a model with other trainable flags is what makes
+Keras fail with "Unknown variable" (see ``inspect``'s hazards).
+"""
+
+from __future__ import annotations
+
+import copy
+
+SHARED_KEYS = ("loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile")
+
+
+def from_training_config(training_config: dict | None) -> dict | None:
+    if not training_config:
+        return None
+    compile_config = {key: copy.deepcopy(training_config.get(key)) for key in SHARED_KEYS if key in training_config}
+    optimizer = training_config.get("optimizer_config")
+    if optimizer:
+        compile_config["optimizer"] = {
+            "module": "keras.optimizers",
+            "class_name": optimizer["class_name"],
+            "config": copy.deepcopy(optimizer.get("config", {})),
+            "registered_name": None,
+        }
+    return compile_config
+
+
+def to_training_config(compile_config: dict | None) -> dict | None:
+    if not compile_config:
+        return None
+    training_config = {key: _strip_modules(copy.deepcopy(compile_config.get(key))) for key in SHARED_KEYS if key in compile_config}
+    optimizer = compile_config.get("optimizer")
+    if isinstance(optimizer, dict):
+        training_config["optimizer_config"] = {"class_name": optimizer["class_name"], "config": optimizer.get("config", {})}
+    elif isinstance(optimizer, str):
+        training_config["optimizer_config"] = {"class_name": optimizer, "config": {}}
+    return training_config
+
+
+def _strip_modules(value):
+    """The legacy h5 form has no ``module``/``registered_name`` keys on serialized objects."""
+    if isinstance(value, dict):
+        return {k: _strip_modules(v) for k, v in value.items() if k not in ("module", "registered_name")}
+    if isinstance(value, list):
+        return [_strip_modules(v) for v in value]
+    return value

@@ -1,0 +1,118 @@
+"""The door: every config dialect becomes the one Keras 3 functional form here, and only here.
+
+Keras 2 configs are translated (``keras2.py``); Keras 3 configs that Keras 3 itself cannot load
+back (application-only layers, positional node arguments) are rewritten (``keras3_fixups.py``);
+Sequential models become Functional. Past this point nothing knows which dialect a file spoke.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from surgeon.errors import SurgeonError
+from surgeon.io.sequential import sequential_to_functional
+from surgeon.spec import MODEL_CLASSES
+
+
+@dataclasses.dataclass
+class Door:
+    config: dict
+    training_config: dict | None
+    dialect: str
+    notes: list[str]
+    renamed: dict[str, str]  # old name -> new name
+    map_weights: Callable[[dict], dict]
+
+    def original_name(self, name: str) -> str:
+        return self._reverse.get(name, name)
+
+    def __post_init__(self):
+        self._reverse = {new: old for old, new in self.renamed.items()}
+
+
+def is_keras2(keras_version: str | None) -> bool:
+    return bool(keras_version) and keras_version.split(".")[0] in ("1", "2")
+
+
+def translate(model_config, training_config: dict | None, keras_version: str | None) -> Door:
+    notes: list[str] = []
+    renamed: dict[str, str] = {}
+    dialect = "keras3"
+    if is_keras2(keras_version) or isinstance(model_config.get("config") if isinstance(model_config, dict) else None, list):
+        from surgeon.io import keras2
+
+        translation = keras2.translate_model_config(model_config)
+        model_config, renamed, dialect = translation.config, dict(translation.renamed), "keras2"
+        notes += [f"Keras {keras_version or '2'}: {note}" for note in translation.notes]
+        if training_config:
+            training_config = keras2.translate_training_config(training_config)
+    _check_model_config(model_config)
+    model_config = sequential_to_functional(model_config)
+
+    try:  # TEMPORARY until keras3_fixups lands
+        from surgeon.io import keras3_fixups
+        model_config, fixups = keras3_fixups.fix_keras3_config(model_config)
+    except ImportError:
+        keras3_fixups, fixups = None, []
+    notes += [f"{fixup.layer}: {fixup.what}" for fixup in fixups]
+
+    add_modules(model_config)
+
+    def map_weights(weights: dict) -> dict:
+        return _map_fixup_weights(fixups, weights, keras3_fixups)
+
+    return Door(model_config, training_config, dialect, notes, renamed, map_weights)
+
+
+def _check_model_config(model_config) -> None:
+    if not isinstance(model_config, dict) or model_config.get("class_name") not in MODEL_CLASSES:
+        found = model_config.get("class_name") if isinstance(model_config, dict) else type(model_config).__name__
+        raise SurgeonError(
+            f"the file's config describes a '{found}', not a Functional or Sequential model; "
+            "subclassed models cannot be rewritten: rebuild the model functionally and save it again"
+        )
+    config = model_config.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise SurgeonError("the model config has no list of layers; the file is corrupt")
+    for layer in config["layers"]:
+        if not isinstance(layer, dict) or "class_name" not in layer or not isinstance(layer.get("config"), dict):
+            raise SurgeonError("the model config holds a layer entry without class_name/config; the file is corrupt")
+
+
+def _map_fixup_weights(fixups, weights: dict, keras3_fixups) -> dict:
+    if not fixups:
+        return weights
+    by_name = {path.rpartition("/")[2]: path for path in weights}
+    if len(by_name) != len(weights):
+        raise SurgeonError("layer names repeat across nested models; surgeon cannot map rewritten layers' weights")
+    flat = {name: list(weights[path].values()) for name, path in by_name.items()}
+    mapped = keras3_fixups.fix_keras3_weights(fixups, flat)
+    result: dict = {}
+    for name, arrays in mapped.items():
+        path = by_name.get(name) or _path_of_new_layer(name, weights)
+        old = weights.get(path, {})
+        names = list(old) if len(old) == len(arrays) else [str(i) for i in range(len(arrays))]
+        result[path] = dict(zip(names, arrays))
+    return result
+
+
+def _path_of_new_layer(name: str, weights: dict) -> str:
+    raise SurgeonError(f"internal error: a rewritten layer '{name}' has weights but no place in the model")
+
+
+def add_modules(model: dict) -> None:
+    """Give every layer entry the ``module`` key that Keras 3's deserializer resolves classes by.
+
+    ``.h5`` files written by Keras 3 omit it on layers (``use_legacy_config``); ``.keras`` files
+    carry it. One form past the door means one way to build the model.
+    """
+    if model.get("class_name") in MODEL_CLASSES:
+        model.setdefault("module", "keras.src.models.functional")
+        model.setdefault("registered_name", model["class_name"])
+    for layer in model.get("config", {}).get("layers", []):
+        if layer.get("class_name") in MODEL_CLASSES and "layers" in layer.get("config", {}):
+            add_modules(layer)
+        else:
+            layer.setdefault("module", "keras.layers")
+            layer.setdefault("registered_name", None)

@@ -1,0 +1,152 @@
+"""ModelSpec <-> in-memory ``keras.Model``. TensorFlow is imported inside the functions only."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+
+import numpy as np
+
+from surgeon.errors import SurgeonError
+from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers
+
+# Layers whose config carries Python code that Keras would run (marshalled bytecode or a
+# function name to resolve); refused unless the caller allows code.
+CODE_LAYERS = ("Lambda",)
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up chatter off the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def check_code_layers(spec: ModelSpec, allow_code: bool) -> None:
+    if allow_code:
+        return
+    for path, layer in spec.layers():
+        if layer.get("class_name") in CODE_LAYERS:
+            raise SurgeonError(
+                f"layer '{path}' is a {layer['class_name']} layer: loading it would run code stored in the file; "
+                "pass --allow-code (library: allow_code=True) only if you trust the file"
+            )
+
+
+def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: bool = False):
+    """A ``keras.Model`` with the spec's architecture and weights (compiled if asked and possible)."""
+    check_code_layers(spec, allow_code)
+    quiet_tensorflow()
+    import keras
+
+    try:
+        with keras.saving.custom_object_scope({}):
+            # Functional.from_config pops keys out of the dict it is given: hand it a copy.
+            model = keras.saving.deserialize_keras_object(copy.deepcopy(spec.config), safe_mode=not allow_code)
+    except SurgeonError:
+        raise
+    except Exception as error:  # Keras raises TypeError/ValueError/AttributeError with long texts
+        raise SurgeonError(_explain_build_failure(error)) from None
+    set_weights(model, spec)
+    if compile and spec.compile_config:
+        compile_model(model, spec.compile_config)
+    return model
+
+
+def _explain_build_failure(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    if "Unknown layer" in text or "Could not locate class" in text or "could not be deserialized" in text.lower():
+        return (
+            f"the model uses a layer class Keras does not know ({text[:200]}); "
+            "register the class with keras.saving.register_keras_serializable or use built-in layers"
+        )
+    return f"Keras cannot rebuild the model from its config: {text[:300]}"
+
+
+def compile_model(model, compile_config: dict) -> None:
+    """Compile with the stored loss/metrics and a *fresh* optimizer of the stored config."""
+    try:
+        model.compile_from_config(compile_config)
+    except Exception as error:
+        raise SurgeonError(f"cannot compile the model from its stored compile config: {' '.join(str(error).split())[:300]}") from None
+
+
+def keras_layer(model, path: str):
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def set_weights(model, spec: ModelSpec) -> None:
+    for path, named in spec.weights.items():
+        try:
+            layer = keras_layer(model, path)
+        except ValueError:
+            raise SurgeonError(f"the file has weights for '{path}', which is not a layer of the model; the file is inconsistent") from None
+        expected = [_relative_name(layer, variable) for variable in layer.weights]
+        if set(expected) == set(named):
+            values = [named[name] for name in expected]
+        else:
+            values = list(named.values())
+        if len(values) != len(layer.weights):
+            raise SurgeonError(
+                f"layer '{path}' expects {len(layer.weights)} weights, the file has {len(values)}; the file is inconsistent"
+            )
+        for variable, value in zip(layer.weights, values):
+            if tuple(variable.shape) != tuple(np.shape(value)):
+                raise SurgeonError(
+                    f"weight '{path}/{_relative_name(layer, variable)}' has shape {tuple(np.shape(value))} in the file "
+                    f"but the layer expects {tuple(variable.shape)}; the file is inconsistent"
+                )
+        layer.set_weights(values)
+
+
+def _relative_name(layer, variable) -> str:
+    prefix = layer.name + "/"
+    return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.name
+
+
+def spec_from_keras_model(model) -> ModelSpec:
+    """Describe an in-memory functional or sequential ``keras.Model`` as a ModelSpec."""
+    quiet_tensorflow()
+    import keras
+
+    from surgeon.io import dialects
+
+    if not isinstance(model, keras.Model):
+        raise SurgeonError(f"expected a keras.Model, got {type(model).__name__}")
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    door = dialects.translate(config, None, keras.__version__)
+    spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))
+    for path, layer_config in iter_layers(spec.config):
+        if is_model_config(layer_config):
+            continue
+        layer = keras_layer(model, path)
+        if layer.weights:
+            spec.weights[path] = {_relative_name(layer, v): np.asarray(v.numpy()) for v in layer.weights}
+    spec.weights = door.map_weights(spec.weights)
+    spec.notes = door.notes
+    if getattr(model, "compiled", False):
+        spec.compile_config = model.get_compile_config() or None
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and getattr(optimizer, "built", False):
+            spec.optimizer_variables = [v.path for v in optimizer.variables]
+    return spec
+
+
+@contextlib.contextmanager
+def no_stdout_noise():
+    """Keras prints progress and warnings on stdout/stderr during save/load; keep JSON output clean."""
+    import logging
+    import warnings
+
+    previous = logging.getLogger("absl").level
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logging.getLogger("absl").setLevel(previous)

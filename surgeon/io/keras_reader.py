@@ -1,0 +1,108 @@
+"""Read a Keras 3 ``.keras`` archive into a ModelSpec with zipfile, json and h5py alone.
+
+The archive holds ``config.json`` (the serialized model), ``metadata.json`` and
+``model.weights.h5``. In the weights file each layer is a group ``.../layers/<object name>`` whose
+``vars`` subgroup stores the variables as ``0, 1, ...`` in ``layer.weights`` order, with the
+layer's own name in the ``name`` attribute (Keras >= 3.6); nested models add their own
+``layers`` subgroup. Optimizer slots live under ``optimizer/vars``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import h5py
+
+from surgeon.errors import SurgeonError
+from surgeon.io import dialects
+from surgeon.io.hdf5 import decode
+from surgeon.io.weight_names import weight_names
+from surgeon.spec import ModelSpec, Source, WeightShape, iter_layers
+
+CONFIG = "config.json"
+METADATA = "metadata.json"
+WEIGHTS = "model.weights.h5"
+
+
+def read_keras(path: str, *, values: bool = True) -> ModelSpec:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise SurgeonError(f"'{path}' is a truncated or corrupt .keras file; save or download it again") from None
+    with archive:
+        names = set(archive.namelist())
+        if CONFIG not in names:
+            raise SurgeonError(f"'{path}' is a zip file without {CONFIG}; it is not a Keras 3 .keras model")
+        try:
+            config = json.loads(archive.read(CONFIG))
+            metadata = json.loads(archive.read(METADATA)) if METADATA in names else {}
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError) as error:
+            raise SurgeonError(f"cannot read the config inside '{path}' ({error}); the file is corrupt") from None
+        if not isinstance(config, dict):
+            raise SurgeonError(f"the config inside '{path}' is not a JSON object; the file is corrupt")
+        compile_config = config.pop("compile_config", None)
+        door = dialects.translate(config, None, metadata.get("keras_version"))
+        spec = ModelSpec(
+            config=door.config,
+            weights={},
+            compile_config=compile_config or None,
+            source=Source(path=path, format="keras", keras_version=metadata.get("keras_version"), dialect=door.dialect),
+            notes=door.notes,
+        )
+        if WEIGHTS not in names:
+            raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
+        try:
+            # h5py reads from an in-memory copy: zip members are not seekable files.
+            raw = archive.read(WEIGHTS)
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
+    try:
+        with h5py.File(io.BytesIO(raw), "r") as handle:
+            spec.weights = door.map_weights(_read_weights(handle, spec.config, values, path))
+            spec.optimizer_variables = _optimizer_variables(handle)
+    except OSError:
+        raise SurgeonError(f"the weights inside '{path}' are not a valid HDF5 file; the file is corrupt") from None
+    except (KeyError, ValueError, TypeError) as error:
+        raise SurgeonError(f"the weights inside '{path}' are damaged ({error}); save the model again") from None
+    return spec
+
+
+def _optimizer_variables(handle: h5py.File) -> list[str] | None:
+    if "optimizer" not in handle or "vars" not in handle["optimizer"]:
+        return None
+    return sorted(handle["optimizer/vars"].keys(), key=int)
+
+
+def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str) -> dict[str, dict]:
+    """Walk the object tree and key each layer's variables by its layer path."""
+    known = dict(iter_layers(model_config))
+    weights: dict[str, dict] = {}
+
+    def walk(group: h5py.Group, prefix: str) -> None:
+        if "layers" not in group:
+            return
+        for child in group["layers"].values():
+            if not isinstance(child, h5py.Group) or "vars" not in child:
+                continue
+            name = decode(child["vars"].attrs.get("name", ""))
+            if not name:
+                raise SurgeonError(
+                    f"'{path}' was written by a Keras older than 3.6 (no layer names in its weights); "
+                    "load and save it again with a current Keras"
+                )
+            layer_path = prefix + name
+            variables = child["vars"]
+            count = len(variables)
+            if count:
+                layer = known.get(layer_path, {})
+                names = weight_names(layer.get("class_name", ""), layer.get("config", {}), count)
+                stored = [variables[str(index)] for index in range(count)]
+                weights[layer_path] = {
+                    n: (d[()] if values else WeightShape(d.shape, d.dtype)) for n, d in zip(names, stored)
+                }
+            walk(child, layer_path + "/")
+
+    walk(handle, "")
+    return weights

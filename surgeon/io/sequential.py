@@ -1,0 +1,64 @@
+"""Turn Sequential configs into Functional ones, so that every pass sees one graph form."""
+
+from __future__ import annotations
+
+import copy
+
+from surgeon.errors import SurgeonError
+from surgeon.spec import is_model_config, keras_tensor, layer_name
+
+
+def _input_layer(config: dict, first_layer: dict) -> dict:
+    shape = config.get("build_input_shape")
+    if shape is None:
+        first = first_layer.get("config", {})
+        shape = first.get("batch_shape") or first.get("batch_input_shape")
+    if shape is None:
+        raise SurgeonError(
+            f"Sequential model '{config.get('name')}' has no input shape, so it was never built; "
+            "build it (call it on data or add keras.Input) and save it again"
+        )
+    name = f"{config.get('name', 'sequential')}_input"
+    return {
+        "class_name": "InputLayer",
+        "config": {"batch_shape": list(shape), "dtype": "float32", "sparse": False, "name": name},
+        "name": name,
+        "inbound_nodes": [],
+    }
+
+
+def sequential_to_functional(model: dict) -> dict:
+    """Given a Sequential config (possibly nested ones inside), return the Functional equivalent."""
+    model = copy.deepcopy(model)
+    _convert_in_place(model)
+    return model
+
+
+def _convert_in_place(model: dict) -> None:
+    for layer in model["config"]["layers"]:
+        if is_model_config(layer):
+            _convert_in_place(layer)
+    if model.get("class_name") != "Sequential":
+        return
+    config = model["config"]
+    layers = config["layers"]
+    if not layers:
+        raise SurgeonError(f"Sequential model '{config.get('name')}' has no layers")
+    if layers[0].get("class_name") != "InputLayer":
+        layers.insert(0, _input_layer(config, layers[0]))
+    previous = layers[0]
+    previous.setdefault("name", layer_name(previous))
+    previous["inbound_nodes"] = []
+    for layer in layers[1:]:
+        layer["name"] = layer_name(layer)
+        layer["inbound_nodes"] = [{"args": [keras_tensor(layer_name(previous), 0, 0)], "kwargs": {}}]
+        previous = layer
+    model["class_name"] = "Functional"
+    if "module" in model:
+        model["module"] = "keras.src.models.functional"
+        model["registered_name"] = "Functional"
+    # A single leaf, not a list of one: Keras would otherwise return a list from predict().
+    config["input_layers"] = [layer_name(layers[0]), 0, 0]
+    config["output_layers"] = [layer_name(previous), 0, 0]
+    for key in ("build_input_shape", "dtype"):
+        config.pop(key, None)

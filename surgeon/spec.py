@@ -1,0 +1,189 @@
+"""ModelSpec: one in-memory description of a Keras model, as plain data.
+
+The description is the Keras 3 functional config (JSON-like dicts, as Keras itself writes it into
+a file) plus the weights as named numpy arrays per layer. Readers translate every file dialect into
+it at the door; passes rewrite it; writers turn it back into files. Nothing here imports TensorFlow.
+
+Layer paths name a layer inside nested models with "/" ("base/conv1"): Keras 3 refuses "/" in
+layer names, so the separator cannot collide with a name.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Iterator
+
+import numpy as np
+
+from surgeon.errors import SurgeonError
+
+MODEL_CLASSES = ("Functional", "Model", "Sequential")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightShape:
+    """A weight known only by its shape and dtype (``inspect`` never reads the values)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclasses.dataclass
+class Source:
+    path: str | None = None
+    format: str | None = None  # "keras" | "h5" | "memory"
+    keras_version: str | None = None
+    dialect: str = "keras3"  # "keras3" | "keras2"
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """A Keras model as data.
+
+    config: ``{"class_name": "Functional", "config": {"name", "trainable", "layers",
+        "input_layers", "output_layers"}}``; Sequential models are turned into Functional ones
+        at the door, so passes see one graph form.
+    weights: layer path -> {weight name -> array}, in the order of Keras 3 ``layer.weights``
+        (``kernel``, ``bias``; ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``).
+    compile_config: the ``.keras`` form of ``model.get_compile_config()`` or None (uncompiled).
+    optimizer_variables: names of the optimizer slots stored in the file (their values are
+        never carried: a rewritten model gets a fresh optimizer of the same config).
+    notes: what was translated at the door, for reports.
+    """
+
+    config: dict
+    weights: dict[str, dict[str, Any]]
+    compile_config: dict | None = None
+    optimizer_variables: list[str] | None = None
+    source: Source = dataclasses.field(default_factory=Source)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def copy(self) -> "ModelSpec":
+        """A deep copy of the config; weight arrays are shared (passes replace, never mutate)."""
+        return dataclasses.replace(
+            self,
+            config=copy.deepcopy(self.config),
+            weights={path: dict(ws) for path, ws in self.weights.items()},
+            compile_config=copy.deepcopy(self.compile_config),
+            notes=list(self.notes),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.config["config"].get("name", "model")
+
+    def layers(self) -> Iterator[tuple[str, dict]]:
+        """Every layer config with its path, depth first, nested models before their layers."""
+        yield from iter_layers(self.config)
+
+    def layer(self, path: str) -> dict:
+        for layer_path, layer in self.layers():
+            if layer_path == path:
+                return layer
+        raise SurgeonError(f"no layer named '{path}' in the model; run `surgeon inspect` to list them")
+
+    def has_weights(self) -> bool:
+        return any(isinstance(w, np.ndarray) for ws in self.weights.values() for w in ws.values())
+
+
+# --- config helpers --------------------------------------------------------------------------
+
+
+def is_model_config(layer: dict) -> bool:
+    return layer.get("class_name") in MODEL_CLASSES and isinstance(layer.get("config"), dict) and (
+        "layers" in layer["config"]
+    )
+
+
+def iter_layers(model_config: dict, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    for layer in model_config["config"]["layers"]:
+        path = prefix + layer_name(layer)
+        yield path, layer
+        if is_model_config(layer):
+            yield from iter_layers(layer, path + "/")
+
+
+def layer_name(layer: dict) -> str:
+    return layer.get("name") or layer["config"]["name"]
+
+
+def parent_path(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def trainable_flag(layer: dict) -> bool:
+    return bool(layer.get("config", {}).get("trainable", True))
+
+
+def effectively_frozen(spec_config: dict) -> dict[str, bool]:
+    """Layer path -> True when Keras will not train it.
+
+    A layer is frozen by its own flag or by any enclosing model's flag. (Keras 3 does not push a
+    nested model's ``trainable=False`` into its layers on load, so a file can say otherwise: that
+    is a hazard ``inspect`` reports, and ``freeze`` removes.)
+    """
+    frozen: dict[str, bool] = {}
+    for path, layer in iter_layers(spec_config):
+        parent = parent_path(path)
+        frozen[path] = (not trainable_flag(layer)) or (frozen.get(parent, False) if parent else False)
+    if not trainable_flag(spec_config):
+        frozen = {path: True for path in frozen}
+    return frozen
+
+
+# --- keras tensors inside inbound nodes ------------------------------------------------------
+
+
+def is_keras_tensor(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__"
+
+
+def iter_tensor_refs(obj: Any) -> Iterator[tuple[str, int, int]]:
+    """Every ``(layer, node_index, tensor_index)`` that a node's args/kwargs refer to, in order."""
+    if is_keras_tensor(obj):
+        name, node_index, tensor_index = obj["config"]["keras_history"]
+        yield name, int(node_index), int(tensor_index)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from iter_tensor_refs(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from iter_tensor_refs(value)
+
+
+def map_tensor_refs(obj: Any, fn) -> Any:
+    """A copy of ``obj`` in which each keras tensor is replaced by ``fn(tensor_dict)``."""
+    if is_keras_tensor(obj):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {key: map_tensor_refs(value, fn) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [map_tensor_refs(value, fn) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(map_tensor_refs(value, fn) for value in obj)
+    return obj
+
+
+def keras_tensor(name: str, node_index: int, tensor_index: int, shape=None, dtype="float32") -> dict:
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": shape, "dtype": dtype, "keras_history": [name, node_index, tensor_index]},
+    }
+
+
+def io_refs(struct: Any) -> list[tuple[str, int, int]]:
+    """Flatten a model's ``input_layers``/``output_layers`` (a leaf is ``[name, node, tensor]``)."""
+    if isinstance(struct, (list, tuple)) and len(struct) == 3 and isinstance(struct[0], str):
+        return [(struct[0], int(struct[1]), int(struct[2]))]
+    if isinstance(struct, dict):
+        return [ref for value in struct.values() for ref in io_refs(value)]
+    return [ref for value in struct for ref in io_refs(value)]
+
+
+def node_inputs(layer: dict, node_index: int) -> list[tuple[str, int, int]]:
+    return list(iter_tensor_refs(layer["inbound_nodes"][node_index]))

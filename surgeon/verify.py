@@ -1,0 +1,163 @@
+"""The one numerical check: reload a written file with plain Keras and compare it with the original.
+
+Every rewriting command calls ``verify_model`` on the file it wrote, before the file is renamed
+into place; ``surgeon verify`` calls it on two files. The candidate is always loaded with plain
+``keras.models.load_model`` (as a user's fine-tuning job will load it), never with surgeon's
+reader, so that a writer bug cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from surgeon.errors import SurgeonError
+
+DEFAULT_SAMPLES = 8
+DEFAULT_ATOL = 1e-6
+# Relative to the output's scale (its largest magnitude): float32 folding error is ~1e-7 of the
+# scale, while a BN folded on a wrong axis or without epsilon is off by 1e-3 or more.
+DEFAULT_RTOL = 1e-4
+
+
+@dataclasses.dataclass
+class OutputCheck:
+    name: str
+    mode: str  # "inference" or "training" (the candidate's mode; the reference is always inference)
+    max_abs: float
+    max_rel: float
+    scale: float
+    passed: bool
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    passed: bool
+    checks: list[OutputCheck]
+    samples: int
+    atol: float
+    rtol: float
+    problem: str | None = None  # why the candidate could not even be compared
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def max_abs(self) -> float:
+        return max((c.max_abs for c in self.checks), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((c.max_rel for c in self.checks), default=0.0)
+
+
+def load_plain(path: str, *, allow_code: bool = False):
+    """Load a file exactly as a user would: ``keras.models.load_model`` with no help from surgeon."""
+    from surgeon.io.keras_model import no_stdout_noise, quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    with no_stdout_noise():
+        return keras.models.load_model(path, safe_mode=not allow_code)
+
+
+def seeded_inputs(model, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[np.ndarray]:
+    """Deterministic inputs shaped from the model's input spec, in a range that suits images.
+
+    3-channel image tensors get pixel-like values in [0, 255]; other float inputs a standard
+    normal; integer inputs small non-negative ids. Unknown (None) sizes become 32.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for tensor in model.inputs:
+        shape = tuple(samples if i == 0 else (d if d is not None else 32) for i, d in enumerate(tensor.shape))
+        dtype = np.dtype(str(tensor.dtype))
+        if np.issubdtype(dtype, np.integer):
+            arrays.append(rng.integers(0, 10, size=shape).astype(dtype))
+        elif len(shape) >= 4 and 3 in (shape[1], shape[-1]):
+            arrays.append(rng.uniform(0.0, 255.0, size=shape).astype(dtype))
+        else:
+            arrays.append(rng.standard_normal(size=shape).astype(dtype))
+    return arrays
+
+
+def load_inputs(path: str, model) -> list[np.ndarray]:
+    """User-given inputs: an .npz keyed by input name (or x0, x1, ... / a single array)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise SurgeonError(f"cannot read inputs from '{path}': {error}; give an .npz of arrays") from None
+    if isinstance(data, np.ndarray):
+        return [data]
+    names = [t.name for t in model.inputs]
+    keys = list(data.keys())
+    if all(name in keys for name in names):
+        return [data[name] for name in names]
+    if len(keys) == len(names):
+        return [data[key] for key in keys]
+    raise SurgeonError(f"'{path}' holds arrays {keys}, but the model takes inputs {names}; key the .npz by input name")
+
+
+def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: int = 32) -> list[np.ndarray]:
+    """Outputs as a flat list of arrays, computed in batches with ``model(x, training=...)``."""
+    count = inputs[0].shape[0]
+    pieces: list[list[np.ndarray]] = []
+    for start in range(0, count, batch_size):
+        batch = [x[start : start + batch_size] for x in inputs]
+        result = model(batch if len(batch) > 1 else batch[0], training=training)
+        flat = list(result.values()) if isinstance(result, dict) else (list(result) if isinstance(result, (list, tuple)) else [result])
+        pieces.append([np.asarray(r) for r in flat])
+    return [np.concatenate(parts) for parts in zip(*pieces)]
+
+
+def compare(reference: list[np.ndarray], candidate: list[np.ndarray], names: list[str], *, mode: str, atol: float, rtol: float) -> list[OutputCheck]:
+    if len(reference) != len(candidate):
+        raise SurgeonError(f"the models have {len(reference)} and {len(candidate)} outputs; they are not comparable")
+    checks = []
+    for name, ref, cand in zip(names, reference, candidate):
+        if ref.shape != cand.shape:
+            checks.append(OutputCheck(name, mode, float("inf"), float("inf"), 0.0, False))
+            continue
+        ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
+        difference = np.abs(ref64 - cand64)
+        max_abs = float(difference.max()) if difference.size else 0.0
+        scale = float(np.abs(ref64).max()) if ref64.size else 0.0
+        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        finite = bool(np.isfinite(cand64).all() == np.isfinite(ref64).all())
+        checks.append(OutputCheck(name, mode, max_abs, max_rel, scale, finite and max_abs <= atol + rtol * scale))
+    return checks
+
+
+def verify_model(
+    reference_model,
+    candidate_path: str,
+    *,
+    inputs: list[np.ndarray] | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    training_check: bool = False,
+    allow_code: bool = False,
+    seed: int = 0,
+) -> VerifyReport:
+    """Compare an in-memory reference model with the file at ``candidate_path``, reloaded by Keras.
+
+    Both run in inference mode on the same inputs. With ``training_check`` the candidate also
+    runs in training mode against the reference's inference output: a folded or frozen model
+    must not change with the mode.
+    """
+    try:
+        candidate = load_plain(candidate_path, allow_code=allow_code)
+    except Exception as error:  # any failure to load is a failed verification, not a crash
+        message = " ".join(str(error).split())[:300]
+        return VerifyReport(False, [], 0, atol, rtol, problem=f"the written file does not load with plain Keras: {message}")
+    if inputs is None:
+        inputs = seeded_inputs(reference_model, samples, seed)
+    names = list(getattr(reference_model, "output_names", None) or [f"output_{i}" for i in range(len(reference_model.outputs))])
+    expected = run(reference_model, inputs)
+    checks = compare(expected, run(candidate, inputs), names, mode="inference", atol=atol, rtol=rtol)
+    if training_check:
+        checks += compare(expected, run(candidate, inputs, training=True), names, mode="training", atol=atol, rtol=rtol)
+    return VerifyReport(all(c.passed for c in checks), checks, inputs[0].shape[0], atol, rtol)
