@@ -161,3 +161,34 @@ def verify_model(
     if training_check:
         checks += compare(expected, run(candidate, inputs, training=True), names, mode="training", atol=atol, rtol=rtol)
     return VerifyReport(all(c.passed for c in checks), checks, inputs[0].shape[0], atol, rtol)
+
+
+def verify_files(
+    reference_path: str,
+    candidate_path: str,
+    *,
+    inputs: str | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    training_check: bool = False,
+    allow_code: bool = False,
+) -> VerifyReport:
+    """Compare two model files (``surgeon verify``).
+
+    The reference is read by surgeon's reader (so Keras 2 files and Keras 3 files that Keras
+    cannot reload still serve as references); the candidate is loaded by plain Keras.
+
+    Example:
+        >>> report = verify_files("model.h5", "folded.h5")
+        >>> report.passed, report.max_rel
+        (True, 3.1e-07)
+    """
+    from surgeon.io import detect_input, read_model
+    from surgeon.io.keras_model import build_keras_model
+
+    detect_input(candidate_path)
+    reference = build_keras_model(read_model(reference_path), allow_code=allow_code)
+    data = load_inputs(inputs, reference) if inputs else None
+    return verify_model(reference, candidate_path, inputs=data, samples=samples, atol=atol, rtol=rtol,
+                        training_check=training_check, allow_code=allow_code)

@@ -1,0 +1,36 @@
+"""The ``surgeon`` command line: a thin Typer layer over the library.
+
+Exit codes: 0 success, 1 verification failed (nothing written), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from surgeon.commands import inspect as inspect_command
+from surgeon.commands import verify as verify_command
+
+app = typer.Typer(
+    name="surgeon",
+    help=(
+        "Rewrite saved Keras models so that fine-tuning does what you expect: fold frozen "
+        "BatchNormalization, split a frozen base from a trainable top, bake trainable flags in, "
+        "and verify every file written.\n\n"
+        "Exit codes: 0 success, 1 verification failed (nothing written), 2 bad input."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+app.command("inspect")(inspect_command.inspect)
+app.command("verify")(verify_command.verify)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

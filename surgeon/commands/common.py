@@ -1,0 +1,88 @@
+"""What every command shares: option types, error-to-exit-code mapping, JSON or table output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import typer
+
+from surgeon.errors import SurgeonError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+ModelPath = Annotated[Path, typer.Argument(help="A Keras model file: .keras, or .h5 (Keras 3 or Keras 2).", show_default=False)]
+OutputPath = Annotated[Path, typer.Option("--output", "-o", help="Output file; .keras or .h5 picks the format.", show_default=False)]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+Json = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout instead of tables.")]
+AllowCode = Annotated[bool, typer.Option("--allow-code", help="Allow layers that run code stored in the file (Lambda). Only for files you trust.")]
+NoVerify = Annotated[bool, typer.Option("--no-verify", help="Skip reloading and checking the written file (faster; not recommended).")]
+Samples = Annotated[int, typer.Option("--samples", min=1, help="Seeded random inputs used for verification.")]
+Atol = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance of the verification.")]
+Rtol = Annotated[float, typer.Option("--rtol", min=0.0, help="Tolerance relative to each output's largest magnitude.")]
+Inputs = Annotated[Path | None, typer.Option("--inputs", help="An .npz of inputs (keyed by input name) to verify on instead of random ones.", show_default=False)]
+
+
+def fail(message: str) -> None:
+    """One line on stderr, no traceback."""
+    typer.echo(f"surgeon: error: {message}", err=True)
+
+
+def command(function: Callable[..., int | None]) -> Callable[..., None]:
+    """Map a command's outcome to exit codes: SurgeonError -> 2, returned code otherwise."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs) -> None:
+        try:
+            code = function(*args, **kwargs)
+        except SurgeonError as error:
+            fail(str(error))
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            fail("interrupted; nothing was written")
+            raise typer.Exit(130) from None
+        except typer.Exit:
+            raise
+        except Exception as error:  # a file that breaks Keras in a way surgeon did not foresee
+            if os.environ.get("SURGEON_DEBUG"):
+                raise
+            text = " ".join(str(error).split())[:300]
+            fail(f"{type(error).__name__}: {text} (set SURGEON_DEBUG=1 for a traceback and please report it)")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise typer.Exit(code or EXIT_OK)
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def error_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)

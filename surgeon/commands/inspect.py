@@ -1,0 +1,68 @@
+"""``surgeon inspect MODEL``: layers, parameters and the fine-tuning traps a file holds.
+
+Reads the file with h5py/zip/json only: no TensorFlow import, so it answers in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from surgeon.commands.common import Json, ModelPath, command, console, print_json
+
+
+@command
+def inspect(
+    model: ModelPath,
+    as_json: Json = False,
+    all_layers: Annotated[bool, typer.Option("--layers/--no-layers", help="Show the table of layers.")] = True,
+) -> int:
+    """Show a model file's layers, parameter counts and fine-tuning hazards.
+
+    Each hazard names the layers involved and the surgeon command that removes it.
+
+    Example: surgeon inspect model.h5 --json
+    """
+    from surgeon.inspection import inspect_spec
+    from surgeon.io import read_model
+
+    result = inspect_spec(read_model(str(model), values=False))
+    if as_json:
+        print_json(result.to_json())
+        return 0
+    _print(result, all_layers)
+    return 0
+
+
+def _print(result, all_layers: bool) -> None:
+    from rich.table import Table
+
+    out = console()
+    source = f"{result.path} ({result.format}, Keras {result.keras_version or '?'})"
+    if all_layers:
+        table = Table(title=f"Model '{result.model_name}' from {source}", title_justify="left")
+        for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"), ("trainable", "left")):
+            table.add_column(column, justify=justify)
+        for row in result.layers:
+            depth = row.path.count("/")
+            name = "  " * depth + row.path.rpartition("/")[2]
+            table.add_row(name, row.class_name, row.output_shape, f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
+        out.print(table)
+    else:
+        out.print(f"Model '{result.model_name}' from {source}")
+    frozen = result.total_params - result.trainable_params
+    out.print(f"Total params: {result.total_params:,}  trainable: {result.trainable_params:,}  non-trainable: {frozen:,}")
+    out.print(f"Compiled: {'yes, optimizer ' + str(result.optimizer) if result.compiled else 'no'}")
+    for note in result.notes:
+        out.print(f"[dim]note: {note}[/dim]")
+    if not result.hazards:
+        out.print("[green]No fine-tuning hazards found.[/green]")
+        return
+    out.print(f"\n[bold]Hazards ({len(result.hazards)})[/bold]")
+    for hazard in result.hazards:
+        out.print(f"[yellow]![/yellow] [bold]{hazard.kind}[/bold]: {hazard.message}")
+        if hazard.layers:
+            shown = ", ".join(hazard.layers[:8]) + (f", ... ({len(hazard.layers)} in all)" if len(hazard.layers) > 8 else "")
+            out.print(f"    layers: {shown}")
+        out.print(f"    fix: [cyan]{hazard.fix}[/cyan]")

@@ -1,0 +1,43 @@
+"""``surgeon verify REFERENCE CANDIDATE``: are two model files numerically equivalent?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from surgeon.commands.common import AllowCode, Atol, EXIT_FAILED, Inputs, Json, ModelPath, Rtol, Samples, command, console, print_json
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+
+
+@command
+def verify(
+    reference: ModelPath,
+    candidate: Annotated[Path, typer.Argument(help="The model file to check against the reference.", show_default=False)],
+    inputs: Inputs = None,
+    samples: Samples = DEFAULT_SAMPLES,
+    atol: Atol = DEFAULT_ATOL,
+    rtol: Rtol = DEFAULT_RTOL,
+    training: Annotated[bool, typer.Option("--training", help="Also run the candidate in training mode against the reference's inference output.")] = False,
+    as_json: Json = False,
+    allow_code: AllowCode = False,
+) -> int:
+    """Compare two model files on the same inputs, in inference mode.
+
+    Reports, per output, the largest absolute and relative error. Exit code 0 when equivalent
+    within tolerance, 1 when not, 2 on bad input.
+
+    Example: surgeon verify model.h5 folded.h5 --samples 16 --json
+    """
+    from surgeon.verify import verify_files
+    from surgeon.report import print_verification, status
+
+    with status("Loading models with Keras..."):
+        report = verify_files(str(reference), str(candidate), inputs=str(inputs) if inputs else None, samples=samples,
+                              atol=atol, rtol=rtol, training_check=training, allow_code=allow_code)
+    if as_json:
+        print_json({"reference": str(reference), "candidate": str(candidate), **report.to_json()})
+    else:
+        print_verification(console(), report)
+    return 0 if report.passed else EXIT_FAILED

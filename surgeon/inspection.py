@@ -1,0 +1,246 @@
+"""What a model file holds and which fine-tuning traps it sets: the library behind ``inspect``.
+
+Works on the ModelSpec alone (configs and weight shapes), so it never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from surgeon.graph import Graph
+from surgeon.spec import ModelSpec, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
+
+DROPOUT_LAYERS = frozenset(
+    {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout"}
+)
+BATCH_NORMALIZATION = "BatchNormalization"
+# Layers whose output shape equals their input shape, for outputs no consumer records a shape of.
+SHAPE_PRESERVING = frozenset({"Activation", "ReLU", "Softmax", "LeakyReLU", "BatchNormalization", "LayerNormalization", "Rescaling"} | DROPOUT_LAYERS)
+# Optimizer slot variables per trained weight (Keras 3), plus "iteration" and "learning_rate".
+OPTIMIZER_SLOTS = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Lion": 1, "Adagrad": 1, "Adadelta": 2, "Ftrl": 2}
+
+
+@dataclasses.dataclass
+class LayerRow:
+    path: str
+    class_name: str
+    output_shape: str
+    params: int
+    trainable: bool
+    nested_in: str
+
+
+@dataclasses.dataclass
+class Hazard:
+    kind: str
+    message: str
+    layers: list[str]
+    fix: str
+
+
+@dataclasses.dataclass
+class Inspection:
+    path: str | None
+    format: str | None
+    keras_version: str | None
+    dialect: str
+    model_name: str
+    layers: list[LayerRow]
+    total_params: int
+    trainable_params: int
+    compiled: bool
+    optimizer: str | None
+    hazards: list[Hazard]
+    notes: list[str]
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["non_trainable_params"] = self.total_params - self.trainable_params
+        return data
+
+
+def inspect_spec(spec: ModelSpec) -> Inspection:
+    frozen = effectively_frozen(spec.config)
+    shapes = _output_shapes(spec.config)
+    rows = []
+    for path, layer in spec.layers():
+        params = _param_count(spec, path)
+        rows.append(
+            LayerRow(path, layer.get("class_name", "?"), shapes.get(path, "?"), params, not frozen[path], path.rpartition("/")[0])
+        )
+    leaf_rows = [r for r, (_, layer) in zip(rows, spec.layers()) if not is_model_config(layer)]
+    total = sum(r.params for r in leaf_rows)
+    trainable = sum(r.params for r in leaf_rows if r.trainable and r.class_name != BATCH_NORMALIZATION)
+    trainable += sum(_bn_trainable_params(spec, r.path) for r in leaf_rows if r.trainable and r.class_name == BATCH_NORMALIZATION)
+    optimizer = (spec.compile_config or {}).get("optimizer")
+    optimizer_name = optimizer.get("class_name") if isinstance(optimizer, dict) else optimizer
+    return Inspection(
+        path=spec.source.path, format=spec.source.format, keras_version=spec.source.keras_version, dialect=spec.source.dialect,
+        model_name=spec.name, layers=rows, total_params=total, trainable_params=trainable,
+        compiled=spec.compile_config is not None, optimizer=optimizer_name, hazards=find_hazards(spec, frozen), notes=spec.notes,
+    )
+
+
+def _param_count(spec: ModelSpec, path: str) -> int:
+    prefix = path + "/"
+    return sum(w.size for p, ws in spec.weights.items() if p == path or p.startswith(prefix) for w in ws.values())
+
+
+def _bn_trainable_params(spec: ModelSpec, path: str) -> int:
+    return sum(w.size for name, w in spec.weights.get(path, {}).items() if name in ("gamma", "beta"))
+
+
+def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
+    """Layer path -> output shape, read from the shapes Keras records on every consumer's input."""
+    shapes: dict[str, str] = {}
+    graph = Graph.of(model)
+    for name, layer in graph.layers.items():
+        path = prefix + name
+        if layer.get("class_name") == "InputLayer":
+            batch_shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
+            if batch_shape:
+                shapes[path] = _shape_text(batch_shape)
+        if is_model_config(layer):
+            shapes.update(_output_shapes(layer, path + "/"))
+    recorded: dict[str, list] = {}
+    for layer in graph.layers.values():
+        for node in layer.get("inbound_nodes") or []:
+            _collect_shapes(node, recorded)
+    for (name, node_index, tensor_index), shape in recorded.items():
+        if node_index == 0 and tensor_index == 0:
+            shapes.setdefault(prefix + name, _shape_text(shape))
+    for name, layer in graph.layers.items():
+        if is_model_config(layer) and prefix + name in shapes:
+            outputs = io_refs(layer["config"]["output_layers"])
+            if len(outputs) == 1:
+                shapes.setdefault(f"{prefix}{name}/{outputs[0][0]}", shapes[prefix + name])
+    for name, _, _ in io_refs(model["config"]["output_layers"]):
+        path = prefix + name
+        if path in shapes:
+            continue
+        layer = graph.layers[name]
+        inputs = [recorded.get(t) for t in graph.node_inputs.get((name, 0), [])]
+        if inputs and inputs[0] is not None:
+            if layer.get("class_name") == "Dense":
+                shapes[path] = _shape_text(list(inputs[0][:-1]) + [layer["config"]["units"]])
+            elif layer.get("class_name") in SHAPE_PRESERVING:
+                shapes[path] = _shape_text(inputs[0])
+    return shapes
+
+
+def _collect_shapes(obj, recorded: dict) -> None:
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            history = obj["config"].get("keras_history")
+            if history and obj["config"].get("shape") is not None:
+                recorded.setdefault(tuple(history), obj["config"]["shape"])
+            return
+        for value in obj.values():
+            _collect_shapes(value, recorded)
+    elif isinstance(obj, list):
+        for value in obj:
+            _collect_shapes(value, recorded)
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+# --- hazards ---------------------------------------------------------------------------------
+
+
+def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
+    hazards: list[Hazard] = []
+    layers = dict(spec.layers())
+    frozen_bn = [p for p, l in layers.items() if l.get("class_name") == BATCH_NORMALIZATION and frozen[p]]
+    if frozen_bn:
+        hazards.append(Hazard(
+            "frozen-batchnorm",
+            f"{len(frozen_bn)} BatchNormalization layer(s) in frozen parts: they switch to batch statistics if unfrozen, "
+            "and older Keras versions use batch statistics even while frozen",
+            frozen_bn, f"surgeon fold-bn {_name(spec)} -o folded.h5",
+        ))
+    frozen_dropout = [p for p, l in layers.items() if l.get("class_name") in DROPOUT_LAYERS and frozen[p]]
+    if frozen_dropout:
+        hazards.append(Hazard(
+            "frozen-dropout",
+            f"{len(frozen_dropout)} Dropout/noise layer(s) in frozen parts still act during fit(): the features seen "
+            "in training differ from those predict() gives",
+            frozen_dropout, f"surgeon prepare {_name(spec)} -o prepared.h5",
+        ))
+    for path, layer in layers.items():
+        if not is_model_config(layer):
+            continue
+        # Only layers with weights: a flag on InputLayer or ReLU changes nothing.
+        inner = [p for p, l in iter_layers(layer, path + "/") if p in spec.weights and trainable_flag(l) != trainable_flag(layer)]
+        if inner:
+            state = "frozen" if not trainable_flag(layer) else "trainable"
+            effect = (
+                "Keras 3 still trains those layers, since it follows each layer's own flag"
+                if state == "frozen" else "they stay frozen although the model says trainable"
+            )
+            hazards.append(Hazard(
+                "nested-flag-mismatch",
+                f"nested model '{path}' is {state} but {len(inner)} of its layers say otherwise: {effect}",
+                inner, f"surgeon freeze {_name(spec)} -o frozen.h5 --freeze '{path}/*'" if state == "frozen" else f"surgeon freeze {_name(spec)} -o frozen.h5",
+            ))
+    hazards += _optimizer_hazards(spec, frozen)
+    code = [p for p, l in layers.items() if l.get("class_name") == "Lambda"]
+    if code:
+        hazards.append(Hazard(
+            "code-in-file", "Lambda layer(s) hold Python code that Keras runs when loading or calling the model",
+            code, "rebuild those layers from built-in Keras layers, or pass --allow-code if you trust the file",
+        ))
+    if spec.source.dialect == "keras2":
+        hazards.append(Hazard(
+            "keras2-file", "written by Keras 2: Keras 3 cannot load most such files as they are",
+            [], f"surgeon convert {_name(spec)} -o converted.keras",
+        ))
+    return hazards
+
+
+def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
+    stored = spec.optimizer_variables
+    if not stored:
+        return []
+    hazards = []
+    optimizer = (spec.compile_config or {}).get("optimizer") or {}
+    optimizer_name = optimizer.get("class_name") if isinstance(optimizer, dict) else str(optimizer)
+    slotted = [p for p, ws in spec.weights.items() if frozen.get(p) and any(_has_slot(p, w, stored) for w in ws)]
+    if slotted:
+        hazards.append(Hazard(
+            "flag-after-compile",
+            "layers saved as frozen still have optimizer state: trainable=False was set after compile()/fit(), "
+            "so the training run that saved this file kept updating them",
+            slotted, f"surgeon freeze {_name(spec)} -o frozen.h5",
+        ))
+    elif spec.source.format == "keras" and optimizer_name in OPTIMIZER_SLOTS:
+        trained = sum(1 for p, ws in spec.weights.items() if not frozen.get(p) for w in ws if w not in ("moving_mean", "moving_variance"))
+        expected = 2 + OPTIMIZER_SLOTS[optimizer_name] * trained
+        if len(stored) != expected:
+            hazards.append(Hazard(
+                "flag-after-compile",
+                f"the stored {optimizer_name} state has {len(stored)} variables, but the saved trainable flags call for {expected}: "
+                "flags were changed after compile()/fit(); Keras will drop the optimizer state on load",
+                [], f"surgeon freeze {_name(spec)} -o frozen.keras",
+            ))
+    if spec.source.format == "h5":
+        hazards.append(Hazard(
+            "optimizer-state",
+            "the .h5 file stores optimizer state; Keras 3 restores it into an optimizer built for another variable set, "
+            "so fit() fails with \"Unknown variable\"",
+            [], f"surgeon freeze {_name(spec)} -o ready.h5",
+        ))
+    return hazards
+
+
+def _has_slot(path: str, weight: str, stored: list[str]) -> bool:
+    """Keras 3 names a slot "<optimizer>/<layer>_<weight>_<slot>" (e.g. adam/conv1_kernel_momentum)."""
+    needle = f"/{path.rpartition('/')[2]}_{weight}_"
+    return any(needle in variable for variable in stored)
+
+
+def _name(spec: ModelSpec) -> str:
+    import os
+
+    return os.path.basename(spec.source.path) if spec.source.path else "MODEL"

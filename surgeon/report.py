@@ -1,0 +1,66 @@
+"""Tables for people: every command prints through these (JSON goes through ``to_json`` instead)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from surgeon.passes import PassReport
+from surgeon.verify import VerifyReport
+
+
+def verification_table(report: VerifyReport, title: str = "Verification") -> Table:
+    table = Table(title=f"{title} ({report.samples} samples, pass if max abs <= {report.atol:g} + {report.rtol:g} x scale)", title_justify="left")
+    for column in ("output", "mode", "max abs error", "max rel error", "scale", "result"):
+        table.add_column(column, justify="right" if "error" in column or column == "scale" else "left")
+    for check in report.checks:
+        table.add_row(
+            check.name, check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}", f"{check.scale:.3g}",
+            "[green]pass[/green]" if check.passed else "[red]FAIL[/red]",
+        )
+    return table
+
+
+def print_verification(console: Console, report: VerifyReport | None, title: str = "Verification") -> None:
+    if report is None:
+        console.print("[yellow]verification skipped (--no-verify)[/yellow]")
+        return
+    if report.problem:
+        console.print(f"[red]verification failed:[/red] {report.problem}")
+        return
+    console.print(verification_table(report, title))
+    verdict = "[green]equivalent[/green]" if report.passed else "[red]NOT equivalent[/red]"
+    console.print(f"{verdict}: largest absolute error {report.max_abs:.3g}, largest relative error {report.max_rel:.3g}")
+
+
+def changes_table(report: PassReport, columns: Iterable[str] | None = None) -> Table:
+    rows = report.changes
+    columns = list(columns or dict.fromkeys(key for row in rows for key in row))
+    table = Table(title=report.name, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    return table
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+@contextlib.contextmanager
+def status(message: str) -> Iterator[None]:
+    """A spinner on stderr for long steps (loading TensorFlow, verifying); silent when not a TTY."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(message):
+        yield
