@@ -551,6 +551,14 @@ def _rule_groups(cls, cfg, ctx, name):
             if cfg.pop("groups") not in (1, None):
                 raise SurgeonError(f"layer {name!r} ({cls}) has groups != 1, which Keras 3 lacks")
             ctx.note(f"{cls}: dropped the 'groups' key Keras 3 does not accept", name)
+    if cls in ("SeparableConv1D", "SeparableConv2D"):
+        dropped = [k for k in ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
+                   if k in cfg]
+        for k in dropped:
+            cfg.pop(k)
+        if dropped:
+            ctx.note(f"{cls}: dropped unused kernel_* keys (Keras 3 has depthwise_*/pointwise_*)",
+                     name)
     return cfg
 
 
