@@ -49,10 +49,14 @@ def _convert_in_place(model: dict) -> None:
     previous = layers[0]
     previous.setdefault("name", layer_name(previous))
     previous["inbound_nodes"] = []
+    shape = previous["config"].get("batch_shape") or previous["config"].get("batch_input_shape")
     for layer in layers[1:]:
         layer["name"] = layer_name(layer)
-        layer["inbound_nodes"] = [{"args": [keras_tensor(layer_name(previous), 0, 0)], "kwargs": {}}]
-        previous = layer
+        # Keras rebuilds a tensor from its recorded shape before wiring it; .keras files record
+        # each layer's input shape in build_config, .h5 files only the model's input shape.
+        recorded = (layer.get("build_config") or {}).get("input_shape") or shape or [None]
+        layer["inbound_nodes"] = [{"args": [keras_tensor(layer_name(previous), 0, 0, shape=recorded)], "kwargs": {}}]
+        previous, shape = layer, None
     model["class_name"] = "Functional"
     if "module" in model:
         model["module"] = "keras.src.models.functional"
