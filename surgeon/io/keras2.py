@@ -53,7 +53,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from surgeon.errors import SurgeonError
 
@@ -409,7 +409,8 @@ def _shape_crop(cfg, shapes, n):
     shape = list(shapes[0])
     crop = cfg.get("cropping")
     if n == 1:
-        crop = [crop] if isinstance(crop, (list, tuple)) and not isinstance(crop[0], (list, tuple)) else crop
+        if isinstance(crop, (list, tuple)) and not isinstance(crop[0], (list, tuple)):
+            crop = [crop]
     crop = [_tuple(c, 2) for c in _tuple(crop, n)]
     cf = cfg.get("data_format") == "channels_first"
     first = 2 if cf else 1
@@ -479,7 +480,8 @@ for _cls in (
     "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
     "GaussianDropout", "AlphaDropout", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
-    "Softmax", "ThresholdedReLU", "Rescaling", "Normalization", "Identity", "ActivityRegularization",
+    "Softmax", "ThresholdedReLU", "Rescaling", "Normalization", "Identity",
+    "ActivityRegularization",
     "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Masking",
 ):
     SHAPE_RULES[_cls] = _same
@@ -757,7 +759,8 @@ def _zeros_like(c):
 
 
 _ADD = _binary("Add", lambda c: (_ones_like(c), c))
-_SUB = _binary("Subtract", lambda c: (_ones_like(c), _neg(c)), lambda c: (-1.0 if not isinstance(c, list) else [-1.0] * len(c), c))
+_SUB = _binary("Subtract", lambda c: (_ones_like(c), _neg(c)),
+               lambda c: (_neg(_ones_like(c)), c))  # c - x
 _MUL = _binary("Multiply", lambda c: (c, _zeros_like(c)))
 _DIV = _binary(None, lambda c: (_recip(c), _zeros_like(c)))
 
@@ -1206,6 +1209,15 @@ def _translate_functional(cfg: dict, ctx: _Ctx) -> tuple[dict, dict]:
 
     input_layers = map_io(cfg["input_layers"], False)
     output_layers = map_io(cfg["output_layers"], True)
+    # Keras 2 always wrote lists; Keras 3 writes a lone [name, node, tensor] for a model of one
+    # input (or output), and then takes / returns a tensor rather than a list of one, as
+    # Keras 2 did.
+    if isinstance(input_layers, list) and len(input_layers) == 1 and isinstance(
+            input_layers[0], list):
+        input_layers = input_layers[0]
+    if isinstance(output_layers, list) and len(output_layers) == 1 and isinstance(
+            output_layers[0], list):
+        output_layers = output_layers[0]
     new = {"name": cfg.get("name", "functional"), "trainable": cfg.get("trainable", True),
            "layers": out_layers, "input_layers": input_layers, "output_layers": output_layers}
     # output shapes for callers (nested models)
@@ -1250,7 +1262,7 @@ def _translate_nested(cls, cfg, ctx, name):
         new_cls = "Functional"
         if cls != "Functional":
             ctx.note(f"class {cls} written as Functional", name)
-    if cfg.get("trainable", True) is False if isinstance(cfg, dict) else False:
+    if isinstance(cfg, dict) and cfg.get("trainable", True) is False:
         new_cfg["trainable"] = False
         _set_untrainable(new_cfg, ctx, name)
     return new_cls, new_cfg, [s or [None] for s in out_shapes]
@@ -1337,8 +1349,7 @@ def translate_model_config(config: dict, allow_code: bool = False) -> Translatio
     cls = config["class_name"]
     if cls == "Sequential":
         new_cfg, _ = _translate_sequential(config["config"], ctx)
-        if config["config"].get("trainable", True) is False if isinstance(
-                config["config"], dict) else False:
+        if isinstance(config["config"], dict) and config["config"].get("trainable", True) is False:
             _set_untrainable(new_cfg, ctx, new_cfg["name"])
         out = {"class_name": "Sequential", "config": new_cfg}
     elif cls in ("Functional", "Model"):
@@ -1363,6 +1374,12 @@ OPTIMIZER_NAMES = {
 }
 OPTIMIZER_DROPPED_KEYS = ("jit_compile", "is_legacy_optimizer")
 LOSS_NAMES = {
+    # short aliases Keras 3 writes but cannot deserialize from an .h5 training_config
+    "mse": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "mape": "mean_absolute_percentage_error",
+    "msle": "mean_squared_logarithmic_error",
+    "kld": "kl_divergence",
     "logcosh": "log_cosh",
     "cosine_proximity": "cosine_similarity",
     "kullback_leibler_divergence": "kl_divergence",
@@ -1431,6 +1448,9 @@ def _translate_metric(m, notes):
         out = name if name in ("accuracy", "acc") else (fn or name)
         notes.append(f"metric MeanMetricWrapper({fn}) written as {out!r}")
         return out
+    if isinstance(m, str) and m in LOSS_NAMES:
+        notes.append(f"metric {m} written as {LOSS_NAMES[m]}")
+        return LOSS_NAMES[m]
     if isinstance(m, list):
         return [_translate_metric(v, notes) for v in m]
     if isinstance(m, dict) and "class_name" not in m:
