@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from surgeon.commands import fold_bn as fold_bn_command
 from surgeon.commands import inspect as inspect_command
 from surgeon.commands import verify as verify_command
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 
 app.command("inspect")(inspect_command.inspect)
 app.command("verify")(verify_command.verify)
+app.command("fold-bn")(fold_bn_command.fold_bn)
 
 
 def main() -> None:
