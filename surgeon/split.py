@@ -1,0 +1,146 @@
+"""``split``: write a frozen base and a trainable top such that top(base(x)) == model(x).
+
+The file flow around the pure pass ``surgeon.passes.split``: read, split, write both halves to
+temporary files, reload both with plain Keras, compose and compare with the original, then commit
+both files together (or neither).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from surgeon.errors import SurgeonError
+from surgeon.io import read_model, write_model
+from surgeon.io.keras_model import check_code_layers
+from surgeon.io.output import check_output_path, pending_outputs
+from surgeon.passes.split import SplitReport, split
+from surgeon.rewrite import VerifyOptions
+from surgeon.spec import ModelSpec, io_refs
+from surgeon.verify import VerifyReport
+
+
+@dataclasses.dataclass
+class SplitResult:
+    input: str
+    base: str | None  # None when verification failed and nothing was written
+    top: str | None
+    report: SplitReport
+    verification: VerifyReport | None
+
+    @property
+    def passed(self) -> bool:
+        return self.verification is None or self.verification.passed
+
+    def to_json(self) -> dict:
+        return {
+            "input": self.input, "base": self.base, "top": self.top, "passed": self.passed,
+            **self.report.to_json(),
+            "verification": self.verification.to_json() if self.verification else None,
+        }
+
+
+def default_outputs(input_path: str, directory: str | None = None, base: str | None = None, top: str | None = None) -> tuple[str, str]:
+    """DIR/<stem>_base.<ext> and DIR/<stem>_top.<ext> (DIR defaults to the input's directory)."""
+    folder = directory if directory is not None else os.path.dirname(input_path) or "."
+    stem, extension = os.path.splitext(os.path.basename(input_path))
+    extension = extension if extension.lower() in (".keras", ".h5") else ".keras"
+    return (base or os.path.join(folder, f"{stem}_base{extension}"), top or os.path.join(folder, f"{stem}_top{extension}"))
+
+
+def split_file(
+    input_path: str,
+    *,
+    at: str | None = None,
+    base_path: str | None = None,
+    top_path: str | None = None,
+    directory: str | None = None,
+    force: bool = False,
+    fold_bn: bool = False,
+    verify: VerifyOptions | None = None,
+    allow_code: bool = False,
+) -> SplitResult:
+    """Split a model file into base and top files, verified on the written files.
+
+    Example:
+        >>> result = split_file("fixtures/nested.keras", directory="/tmp")
+        >>> result.base, result.top, result.passed
+        ('/tmp/nested_base.keras', '/tmp/nested_top.keras', True)
+    """
+    verify = verify or VerifyOptions()
+    base_path, top_path = default_outputs(input_path, directory, base_path, top_path)
+    if os.path.abspath(base_path) == os.path.abspath(top_path):
+        raise SurgeonError(f"the base and the top would both be written to '{base_path}'; give different --base-out and --top-out")
+    for path in (base_path, top_path):
+        check_output_path(path, force=force, inputs=(input_path,))
+    original = read_model(input_path)
+    check_code_layers(original, allow_code)
+    base, top, report = split(original, at, fold_bn=fold_bn)
+    verification = None
+    with pending_outputs([base_path, top_path]) as pending:
+        write_model(base, pending.path(base_path), allow_code=allow_code)
+        write_model(top, pending.path(top_path), allow_code=allow_code)
+        if verify.enabled:
+            verification = verify_split(original, pending.path(base_path), pending.path(top_path), report, verify, allow_code=allow_code)
+            if not verification.passed:
+                return SplitResult(input_path, None, None, report, verification)
+        pending.commit()
+    return SplitResult(input_path, base_path, top_path, report, verification)
+
+
+def verify_split(original: ModelSpec, base_path: str, top_path: str, report: SplitReport, options: VerifyOptions,
+                 *, allow_code: bool = False) -> VerifyReport:
+    """Reload both files with plain Keras; top(base(x)) must equal the original's output.
+
+    Also checks that the base is mode-independent: its features in training mode equal those in
+    inference mode, which is what makes cached features exact for fine-tuning.
+    """
+    from surgeon.io.keras_model import build_keras_model
+    from surgeon.verify import load_inputs, load_plain, seeded_inputs
+
+    reference = build_keras_model(original, allow_code=allow_code)
+    try:
+        base = load_plain(base_path, allow_code=allow_code)
+        top = load_plain(top_path, allow_code=allow_code)
+    except Exception as error:  # a written file Keras cannot load is a failed verification
+        message = " ".join(str(error).split())[:300]
+        return VerifyReport(False, [], 0, options.atol, options.rtol, problem=f"a written file does not load with plain Keras: {message}")
+    inputs = load_inputs(options.inputs, reference) if options.inputs else seeded_inputs(reference, options.samples)
+    input_names = [ref[0] for ref in io_refs(original.config["config"]["input_layers"])]
+    checks = compose_checks(reference, base, top, inputs, input_names, report, atol=options.atol, rtol=options.rtol)
+    return VerifyReport(all(c.passed for c in checks), checks, inputs[0].shape[0], options.atol, options.rtol)
+
+
+def compose_checks(reference, base, top, inputs: list[np.ndarray], input_names: list[str], report: SplitReport,
+                   *, atol: float, rtol: float):
+    """top(base(x)) against reference(x) in inference mode, and the base's features across modes."""
+    from surgeon.verify import compare, run
+
+    by_name = dict(zip(input_names, inputs))
+    base_inputs = [by_name[name] for name in report.base_inputs]
+    features = run(base, base_inputs)
+    top_inputs = features + [by_name[name] for name in report.passthrough_inputs]
+    names = list(getattr(reference, "output_names", None) or [f"output_{i}" for i in range(len(reference.outputs))])
+    checks = compare(run(reference, inputs), run(top, top_inputs), names, mode="inference", atol=atol, rtol=rtol)
+    feature_names = [f"features:{t.name}" for t in report.cut]
+    checks += compare(features, run(base, base_inputs, training=True), feature_names, mode="training", atol=atol, rtol=rtol)
+    return checks
+
+
+def split_model(model, at: str | None = None, *, fold_bn: bool = False):
+    """In-memory split: ``(base_model, top_model, report)`` from a ``keras.Model``.
+
+    Example:
+        >>> base, top, report = split_model(model, at="gap")
+        >>> np.allclose(top(base(x)), model(x))
+        True
+    """
+    from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
+
+    spec = spec_from_keras_model(model)
+    base, top, report = split(spec, at, fold_bn=fold_bn)
+    return build_keras_model(base), build_keras_model(top, compile=True), report
+
+
