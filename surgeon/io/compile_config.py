@@ -11,6 +11,19 @@ from __future__ import annotations
 
 import copy
 
+LOSS_NAMES = {
+    # short aliases Keras 3 writes but cannot deserialize from an .h5 training_config
+    "mse": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "mape": "mean_absolute_percentage_error",
+    "msle": "mean_squared_logarithmic_error",
+    "kld": "kl_divergence",
+    "logcosh": "log_cosh",
+    "cosine_proximity": "cosine_similarity",
+    "kullback_leibler_divergence": "kl_divergence",
+}
+
+
 SHARED_KEYS = ("loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile")
 
 
@@ -33,12 +46,26 @@ def to_training_config(compile_config: dict | None) -> dict | None:
     if not compile_config:
         return None
     training_config = {key: _strip_modules(copy.deepcopy(compile_config.get(key))) for key in SHARED_KEYS if key in compile_config}
+    for key in ("loss", "metrics", "weighted_metrics"):
+        if key in training_config:
+            training_config[key] = _spell_out(training_config[key])
     optimizer = compile_config.get("optimizer")
     if isinstance(optimizer, dict):
         training_config["optimizer_config"] = {"class_name": optimizer["class_name"], "config": optimizer.get("config", {})}
     elif isinstance(optimizer, str):
         training_config["optimizer_config"] = {"class_name": optimizer, "config": {}}
     return training_config
+
+
+def _spell_out(value):
+    """Keras 3 reads "mse" back from a .keras file but not from an .h5 training_config."""
+    if isinstance(value, str):
+        return LOSS_NAMES.get(value, value)
+    if isinstance(value, list):
+        return [_spell_out(v) for v in value]
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: _spell_out(v) for k, v in value.items()}
+    return value
 
 
 def _strip_modules(value):

@@ -31,18 +31,16 @@ class Door:
         self._reverse = {new: old for old, new in self.renamed.items()}
 
 
-def is_keras2(keras_version: str | None) -> bool:
-    return bool(keras_version) and keras_version.split(".")[0] in ("1", "2")
-
-
 def translate(model_config, training_config: dict | None, keras_version: str | None) -> Door:
     notes: list[str] = []
     renamed: dict[str, str] = {}
     dialect = "keras3"
-    if is_keras2(keras_version) or isinstance(model_config.get("config") if isinstance(model_config, dict) else None, list):
-        from surgeon.io import keras2
+    from surgeon.io import keras2
 
-        translation = keras2.translate_model_config(model_config)
+    if keras2.is_keras2(keras_version) or (keras_version is None and isinstance(model_config, dict) and keras2.looks_like_keras2(model_config)):
+        # Lambda configs pass the door untouched: inspect shows them, and building a model
+        # refuses them unless code is allowed (keras_model.check_code_layers).
+        translation = keras2.translate_model_config(model_config, allow_code=True)
         model_config, renamed, dialect = translation.config, dict(translation.renamed), "keras2"
         notes += [f"Keras {keras_version or '2'}: {note}" for note in translation.notes]
         if training_config:
@@ -52,9 +50,11 @@ def translate(model_config, training_config: dict | None, keras_version: str | N
 
     try:  # TEMPORARY until keras3_fixups lands
         from surgeon.io import keras3_fixups
-        model_config, fixups = keras3_fixups.fix_keras3_config(model_config)
     except ImportError:
-        keras3_fixups, fixups = None, []
+        keras3_fixups = None
+    fixups = []
+    if keras3_fixups is not None:
+        model_config, fixups = keras3_fixups.fix_keras3_config(model_config)
     notes += [f"{fixup.layer}: {fixup.what}" for fixup in fixups]
 
     add_modules(model_config)

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from surgeon.errors import SurgeonError
+from surgeon.io.compile_config import LOSS_NAMES
 
 __all__ = [
     "Translation",
@@ -1373,17 +1374,7 @@ OPTIMIZER_NAMES = {
     "lion": "Lion", "adafactor": "Adafactor",
 }
 OPTIMIZER_DROPPED_KEYS = ("jit_compile", "is_legacy_optimizer")
-LOSS_NAMES = {
-    # short aliases Keras 3 writes but cannot deserialize from an .h5 training_config
-    "mse": "mean_squared_error",
-    "mae": "mean_absolute_error",
-    "mape": "mean_absolute_percentage_error",
-    "msle": "mean_squared_logarithmic_error",
-    "kld": "kl_divergence",
-    "logcosh": "log_cosh",
-    "cosine_proximity": "cosine_similarity",
-    "kullback_leibler_divergence": "kl_divergence",
-}
+# LOSS_NAMES lives in compile_config: the Keras 3 .h5 writer needs the same spelling-out.
 LOSS_REDUCTIONS = {"auto": "sum_over_batch_size", "sum_over_batch_size": "sum_over_batch_size",
                    "sum": "sum", "none": None}
 

@@ -54,12 +54,11 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
         if WEIGHTS not in names:
             raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
         try:
-            # h5py reads from an in-memory copy: zip members are not seekable files.
-            raw = archive.read(WEIGHTS)
+            weights_file = _open_member(archive, path)
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
     try:
-        with h5py.File(io.BytesIO(raw), "r") as handle:
+        with weights_file, h5py.File(weights_file, "r") as handle:
             spec.weights = door.map_weights(_read_weights(handle, spec.config, values, path))
             spec.optimizer_variables = _optimizer_variables(handle)
     except OSError:
@@ -67,6 +66,59 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
     except (KeyError, ValueError, TypeError) as error:
         raise SurgeonError(f"the weights inside '{path}' are damaged ({error}); save the model again") from None
     return spec
+
+
+class _MemberFile(io.RawIOBase):
+    """A stored (uncompressed) zip member as a seekable file, read in place.
+
+    Keras writes ``model.weights.h5`` uncompressed; h5py then reads only the metadata and the
+    datasets asked for, instead of the whole archive (100 MB for ResNet50) being copied to memory.
+    """
+
+    def __init__(self, path: str, start: int, size: int):
+        self._file = open(path, "rb")
+        self._start, self._size, self._position = start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self._size - self._position))
+        self._file.seek(self._start + self._position)
+        data = self._file.read(count)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open_member(archive: zipfile.ZipFile, path: str):
+    info = archive.getinfo(WEIGHTS)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return io.BytesIO(archive.read(WEIGHTS))
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset)
+        header = raw.read(30)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile("bad local file header")
+    name_length = int.from_bytes(header[26:28], "little")
+    extra_length = int.from_bytes(header[28:30], "little")
+    start = info.header_offset + 30 + name_length + extra_length
+    return _MemberFile(path, start, info.file_size)
 
 
 def _optimizer_variables(handle: h5py.File) -> list[str] | None:
