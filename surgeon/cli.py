@@ -10,6 +10,8 @@ import typer
 from surgeon.commands import fold_bn as fold_bn_command
 from surgeon.commands import inspect as inspect_command
 from surgeon.commands import verify as verify_command
+from surgeon.commands import split as split_command
+from surgeon.commands import features as features_command
 
 app = typer.Typer(
     name="surgeon",
@@ -27,6 +29,8 @@ app = typer.Typer(
 
 app.command("inspect")(inspect_command.inspect)
 app.command("verify")(verify_command.verify)
+app.command("split")(split_command.split)
+app.command("features")(features_command.features)
 app.command("fold-bn")(fold_bn_command.fold_bn)
 
 

@@ -1,0 +1,87 @@
+"""``surgeon split MODEL``: a frozen base and a trainable top such that top(base(x)) == MODEL(x)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from surgeon.commands.common import (
+    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, Rtol, Samples, command, console, print_json,
+)
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+
+
+@command
+def split(
+    model: ModelPath,
+    at: Annotated[str | None, typer.Option("--at", help="The last layer of the base (a nested layer as 'base/block3_out'). Default: the natural cut.", show_default=False)] = None,
+    directory: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Folder for <stem>_base and <stem>_top (default: the model's folder).", show_default=False)] = None,
+    base_out: Annotated[Path | None, typer.Option("--base-out", help="The base file (.keras or .h5).", show_default=False)] = None,
+    top_out: Annotated[Path | None, typer.Option("--top-out", help="The top file (.keras or .h5).", show_default=False)] = None,
+    fold_bn: Annotated[bool, typer.Option("--fold-bn", help="Fold the base's BatchNormalization into the preceding layers instead of only freezing it.")] = False,
+    force: Force = False,
+    as_json: Json = False,
+    no_verify: NoVerify = False,
+    inputs: Inputs = None,
+    samples: Samples = DEFAULT_SAMPLES,
+    atol: Atol = DEFAULT_ATOL,
+    rtol: Rtol = DEFAULT_RTOL,
+    allow_code: AllowCode = False,
+) -> int:
+    """Cut a model into a frozen base (feature extractor) and a trainable top (head).
+
+    The base is written frozen and mode-independent (Dropout and noise layers removed,
+    BatchNormalization frozen or folded), so features computed once with `surgeon features` are
+    exactly what the top sees when the two are put back together and fine-tuned. Every tensor
+    crossing the cut becomes a base output and a top input, in the order printed. Both files are
+    reloaded with plain Keras and top(base(x)) is compared with the model before either is kept.
+
+    Example: surgeon split model.keras --at gap -o parts/
+    """
+    from surgeon.report import print_verification, status
+    from surgeon.rewrite import VerifyOptions
+    from surgeon.split import split_file
+
+    options = VerifyOptions(enabled=not no_verify, samples=samples, atol=atol, rtol=rtol, inputs=str(inputs) if inputs else None)
+    with status("Splitting and verifying with Keras..."):
+        result = split_file(
+            str(model), at=at, base_path=str(base_out) if base_out else None, top_path=str(top_out) if top_out else None,
+            directory=str(directory) if directory else None, force=force, fold_bn=fold_bn, verify=options, allow_code=allow_code,
+        )
+    if as_json:
+        print_json(result.to_json())
+    else:
+        _print(result, print_verification)
+    return 0 if result.passed else EXIT_FAILED
+
+
+def _print(result, print_verification) -> None:
+    from rich.table import Table
+
+    from surgeon.report import changes_table
+
+    out = console()
+    report = result.report
+    out.print(f"Cut after [bold]{report.at}[/bold] ({report.chosen_by})")
+    table = Table(title="Tensors crossing the cut (base outputs = top inputs, in this order)", title_justify="left")
+    for column in ("#", "top input", "computed by", "shape"):
+        table.add_column(column)
+    for index, tensor in enumerate(report.cut):
+        shape = "(" + ", ".join("None" if d is None else str(d) for d in tensor.shape) + ")" if tensor.shape else "?"
+        table.add_row(str(index), tensor.name, tensor.source, shape)
+    for offset, name in enumerate(report.passthrough_inputs):
+        table.add_row(str(len(report.cut) + offset), name, "model input (passed to the top directly)", "")
+    out.print(table)
+    out.print(f"base: {len(report.base_layers)} layers, all frozen; top: {len(report.top_layers)} layers, flags kept")
+    for base_pass in report.base_passes:
+        if base_pass.changes:
+            out.print(changes_table(base_pass))
+    for note in report.notes:
+        out.print(f"[dim]note: {note}[/dim]")
+    print_verification(out, result.verification, "Verification of top(base(x)) against the model")
+    if result.passed:
+        out.print(f"wrote [bold]{result.base}[/bold] and [bold]{result.top}[/bold]")
+    else:
+        out.print("[red]nothing was written[/red]")
