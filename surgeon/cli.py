@@ -9,6 +9,9 @@ import typer
 
 from surgeon.commands import fold_bn as fold_bn_command
 from surgeon.commands import inspect as inspect_command
+from surgeon.commands import freeze as freeze_command
+from surgeon.commands import prepare as prepare_command
+from surgeon.commands import diff as diff_command
 from surgeon.commands import verify as verify_command
 from surgeon.commands import split as split_command
 from surgeon.commands import features as features_command
@@ -29,6 +32,9 @@ app = typer.Typer(
 
 app.command("inspect")(inspect_command.inspect)
 app.command("verify")(verify_command.verify)
+app.command("freeze")(freeze_command.freeze)
+app.command("prepare")(prepare_command.prepare)
+app.command("diff")(diff_command.diff)
 app.command("split")(split_command.split)
 app.command("features")(features_command.features)
 app.command("fold-bn")(fold_bn_command.fold_bn)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from surgeon.io import read_model, write_model
 from surgeon.io.keras_model import check_code_layers
@@ -32,10 +32,11 @@ class RewriteResult:
     passes: list[PassReport]
     verification: VerifyReport | None
     notes: list[str]
+    checked: Any = None  # what after_write returned (e.g. a fine-tune report), if anything
 
     @property
     def passed(self) -> bool:
-        return self.verification is None or self.verification.passed
+        return (self.verification is None or self.verification.passed) and bool(getattr(self.checked, "passed", True))
 
     def to_json(self) -> dict:
         return {
@@ -45,6 +46,7 @@ class RewriteResult:
             "passes": [p.to_json() for p in self.passes],
             "verification": self.verification.to_json() if self.verification else None,
             "notes": self.notes,
+            "checked": self.checked.to_json() if hasattr(self.checked, "to_json") else self.checked,
         }
 
 
@@ -64,13 +66,15 @@ def rewrite_file(
     force: bool = False,
     verify: VerifyOptions | None = None,
     allow_code: bool = False,
-    after_write: Callable[[str, ModelSpec], None] | None = None,
+    after_write: Callable[[str, ModelSpec], Any] | None = None,
 ) -> RewriteResult:
     """Rewrite ``input_path`` into ``output_path`` and verify the file that was written.
 
     The output appears only if verification passed (or was disabled); the input is never
     opened for writing. ``after_write(temporary_path, spec)`` runs extra checks (e.g. a fine-tune
-    proof) on the written file before it is renamed into place; it raises or returns normally.
+    proof) on the written file before it is renamed into place; it raises, or returns None or a
+    report: a report whose ``passed`` is false fails the rewrite like a failed verification
+    (nothing written; the report is ``RewriteResult.checked``).
     """
     verify = verify or VerifyOptions()
     check_output_path(output_path, force=force, inputs=(input_path,))
@@ -87,10 +91,11 @@ def rewrite_file(
             verification = verify_against(original, temporary, verify, allow_code=allow_code)
             if not verification.passed:
                 return RewriteResult(input_path, None, reports, verification, rewritten.notes)
-        if after_write is not None:
-            after_write(temporary, rewritten)
+        checked = after_write(temporary, rewritten) if after_write is not None else None
+        if not getattr(checked, "passed", True):
+            return RewriteResult(input_path, None, reports, verification, rewritten.notes, checked)
         pending.commit()
-    return RewriteResult(input_path, output_path, reports, verification, rewritten.notes)
+    return RewriteResult(input_path, output_path, reports, verification, rewritten.notes, checked)
 
 
 def verify_against(original: ModelSpec, candidate_path: str, options: VerifyOptions, *, allow_code: bool = False) -> VerifyReport:

@@ -20,6 +20,7 @@ def verify(
     atol: Atol = DEFAULT_ATOL,
     rtol: Rtol = DEFAULT_RTOL,
     training: Annotated[bool, typer.Option("--training", help="Also run the candidate in training mode against the reference's inference output.")] = False,
+    fine_tune: Annotated[bool, typer.Option("--fine-tune", help="Also fine-tune the candidate for a few seeded steps: frozen weights must not move, the rest must, the frozen part must not depend on the training flag, runs must repeat.")] = False,
     as_json: Json = False,
     allow_code: AllowCode = False,
 ) -> int:
@@ -36,8 +37,19 @@ def verify(
     with status("Loading models with Keras..."):
         report = verify_files(str(reference), str(candidate), inputs=str(inputs) if inputs else None, samples=samples,
                               atol=atol, rtol=rtol, training_check=training, allow_code=allow_code)
+    checked = None
+    if fine_tune:
+        from surgeon.finetune_check import check_fine_tuning
+
+        with status("Fine-tuning the candidate for a few steps..."):
+            checked = check_fine_tuning(str(candidate), allow_code=allow_code)
     if as_json:
-        print_json({"reference": str(reference), "candidate": str(candidate), **report.to_json()})
+        print_json({"reference": str(reference), "candidate": str(candidate), **report.to_json(),
+                    "fine_tune": checked.to_json() if checked else None})
     else:
         print_verification(console(), report)
-    return 0 if report.passed else EXIT_FAILED
+        if checked:
+            from surgeon.commands.freeze import print_fine_tune
+
+            print_fine_tune(console(), checked)
+    return 0 if report.passed and (checked is None or checked.passed) else EXIT_FAILED

@@ -1,0 +1,63 @@
+"""``surgeon diff A B``: which layers' weights differ between two files, and by how much."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from surgeon.commands.common import EXIT_FAILED, Json, ModelPath, command, console, print_json
+
+
+@command
+def diff(
+    a: ModelPath,
+    b: Annotated[Path, typer.Argument(help="The model file to compare with A (same architecture, e.g. after fine-tuning).", show_default=False)],
+    atol: Annotated[float, typer.Option("--atol", min=0.0, help="Weights within this absolute difference count as the same.")] = 0.0,
+    as_json: Json = False,
+    all_layers: Annotated[bool, typer.Option("--all-layers", help="List identical layers too, not only those that differ.")] = False,
+) -> int:
+    """Compare the weights of two model files layer by layer (no TensorFlow needed).
+
+    For each layer: identical bit for bit, within --atol, or different (largest absolute
+    difference and the relative norm ||B - A|| / ||A||), or present in only one file. Also says
+    whether every layer frozen in A is unchanged in B: the proof, after a fine-tuning job, that the
+    frozen part did not move. Exit 0 when the files' weights are the same, 1 when not, 2 on bad input.
+
+    Example: surgeon diff prepared.h5 finetuned.h5 --json
+    """
+    from surgeon.diff import diff_files
+    from surgeon.io import detect_input
+
+    detect_input(str(b))
+    report = diff_files(str(a), str(b), atol=atol)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        _print(report, all_layers)
+    return 0 if report.same else EXIT_FAILED
+
+
+def _print(report, all_layers: bool) -> None:
+    from rich.table import Table
+
+    from surgeon.diff import IDENTICAL
+
+    out = console()
+    shown = [d for d in report.layers if all_layers or d.status != IDENTICAL]
+    if shown:
+        table = Table(title=f"Weights: {report.a} -> {report.b}", title_justify="left")
+        for column, justify in (("layer", "left"), ("frozen in A", "left"), ("status", "left"), ("max abs", "right"), ("rel norm", "right")):
+            table.add_column(column, justify=justify)
+        for d in shown:
+            colour = "green" if d.status == IDENTICAL else ("yellow" if d.status == "within-atol" else "red")
+            table.add_row(d.layer, {True: "yes", False: "no", None: ""}[d.frozen_in_a], f"[{colour}]{d.status}[/{colour}]",
+                          "" if d.max_abs is None else f"{d.max_abs:.3g}", "" if d.rel_norm is None else f"{d.rel_norm:.3g}")
+        out.print(table)
+    counts = ", ".join(f"{report.count(s)} {s}" for s in ("identical", "within-atol", "different", "only-in-a", "only-in-b") if report.count(s))
+    out.print(f"Layers with weights: {counts or 'none'}")
+    if report.frozen_unchanged is not None:
+        out.print("[green]frozen part (per A's flags) unchanged bit for bit[/green]" if report.frozen_unchanged
+                  else "[red]frozen part (per A's flags) CHANGED[/red]")
+    out.print("[green]same weights[/green]" if report.same else "[red]weights differ[/red]")

@@ -1,0 +1,163 @@
+"""``surgeon freeze MODEL -o OUT``: bake trainable flags in, recompile to match, verify, fine-tune-check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from surgeon.commands.common import (
+    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console,
+    print_json,
+)
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+
+# Selection and compile options, shared with ``prepare``.
+Until = Annotated[str | None, typer.Option("--until", help="Freeze every layer up to and including LAYER (topological order), unfreeze the rest.", show_default=False)]
+FreezeGlob = Annotated[list[str] | None, typer.Option("--freeze", help="Freeze layers matching this glob (path 'base/conv*' or bare name); repeatable.", show_default=False)]
+UnfreezeGlob = Annotated[list[str] | None, typer.Option("--unfreeze", help="Unfreeze layers matching this glob; repeatable; applied after --until and --freeze.", show_default=False)]
+FreezeAll = Annotated[bool, typer.Option("--all", help="Freeze every layer (applied first).")]
+KeepBnFrozen = Annotated[bool, typer.Option("--keep-bn-frozen/--train-bn", help="Keep every BatchNormalization frozen, even in unfrozen blocks (the usual fine-tuning advice).")]
+Optimizer = Annotated[str | None, typer.Option("--optimizer", help="Compile with a fresh optimizer of this name (adam, sgd, rmsprop, adamw, ...).", show_default=False)]
+LearningRate = Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Learning rate of the (kept or new) optimizer.", show_default=False)]
+Loss = Annotated[str | None, typer.Option("--loss", help="Loss name (e.g. categorical_crossentropy).", show_default=False)]
+Metrics = Annotated[list[str] | None, typer.Option("--metrics", help="Metric name; repeatable or comma-separated.", show_default=False)]
+
+
+def selection_from(until, freeze_globs, unfreeze_globs, freeze_all, keep_bn_frozen):
+    from surgeon.passes.freeze import Selection
+
+    return Selection(until=until, freeze=tuple(freeze_globs or ()), unfreeze=tuple(unfreeze_globs or ()), all=freeze_all, keep_bn_frozen=keep_bn_frozen)
+
+
+def compile_from(optimizer, learning_rate, loss, metrics):
+    from surgeon.passes.recompile import CompileOptions
+
+    names = None if metrics is None else tuple(m.strip() for item in metrics for m in item.split(",") if m.strip())
+    return CompileOptions(optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=names)
+
+
+@command
+def freeze(
+    model: ModelPath,
+    output: OutputPath,
+    until: Until = None,
+    freeze_globs: FreezeGlob = None,
+    unfreeze_globs: UnfreezeGlob = None,
+    freeze_all: FreezeAll = False,
+    keep_bn_frozen: KeepBnFrozen = True,
+    optimizer: Optimizer = None,
+    learning_rate: LearningRate = None,
+    loss: Loss = None,
+    metrics: Metrics = None,
+    no_verify: NoVerify = False,
+    samples: Samples = DEFAULT_SAMPLES,
+    atol: Atol = DEFAULT_ATOL,
+    rtol: Rtol = DEFAULT_RTOL,
+    inputs: Inputs = None,
+    as_json: Json = False,
+    force: Force = False,
+    allow_code: AllowCode = False,
+) -> int:
+    """Write a copy of MODEL whose trainable flags are baked in and whose compile state matches them.
+
+    Selection (applied in this order): --all, --until, --freeze, --unfreeze, then BatchNormalization
+    kept frozen (--train-bn to let them train). Names reach into nested models ('base/conv1' or a
+    unique bare name). Without a selection the current flags are kept and made consistent. The
+    input's loss, metrics and optimizer config are kept with a fresh optimizer (no stale slots),
+    unless --optimizer/--learning-rate/--loss/--metrics say otherwise. The written file is reloaded
+    with plain Keras, compared with the input, and fine-tuned for a few seeded steps: frozen weights
+    must stay bit-for-bit, the trainable part must move, the frozen part must not change with the
+    training flag, and two runs must agree. Exit 1 and no output otherwise.
+
+    Example: surgeon freeze vgg16.h5 -o ready.h5 --until block4_pool --unfreeze 'block5_*' --optimizer adam --lr 1e-4
+    """
+    from surgeon.prepare import freeze_file
+
+    return run_rewrite(freeze_file, "Freezing, verifying and fine-tune-checking with Keras...", model, output,
+                    selection_from(until, freeze_globs, unfreeze_globs, freeze_all, keep_bn_frozen),
+                    compile_from(optimizer, learning_rate, loss, metrics), no_verify, samples, atol, rtol, inputs, as_json, force, allow_code)
+
+
+def run_rewrite(function, message, model, output, selection, compile, no_verify, samples, atol, rtol, inputs, as_json, force, allow_code) -> int:
+    from surgeon.report import status
+    from surgeon.rewrite import VerifyOptions
+
+    options = VerifyOptions(enabled=not no_verify, samples=samples, atol=atol, rtol=rtol, inputs=str(inputs) if inputs else None)
+    with status(message):
+        result = function(str(model), str(output), selection=selection, compile=compile, force=force, verify=options, allow_code=allow_code)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        print_result(result)
+    return 0 if result.passed else EXIT_FAILED
+
+
+def print_result(result) -> None:
+    from rich.table import Table
+
+    from surgeon.passes import PassReport
+    from surgeon.report import changes_table, print_verification
+
+    out = console()
+    by_name = {report.name: report for report in result.passes}
+    flags = [report for report in result.passes if report.name in ("freeze", "freeze_bn")]
+    if flags:
+        # prepare has two flag passes (selection, then the BN rule): first "before", last "after".
+        before, after = flags[0].before, flags[-1].after
+        table = Table(title="Parameters", title_justify="left")
+        for column in ("", "trainable", "non-trainable"):
+            table.add_column(column, justify="right" if column else "left")
+        table.add_row("before", f"{before.trainable:,}", f"{before.non_trainable:,}")
+        table.add_row("after", f"{after.trainable:,}", f"{after.non_trainable:,}")
+        out.print(table)
+        merged = PassReport("flags changed", [row for report in flags for row in report.changes])
+        if merged.changes:
+            out.print(changes_table(merged, ["layer", "type", "params", "before", "after"]))
+        else:
+            out.print("No layer changed its flag.")
+    for name in ("fold_bn", "strip_dropout"):
+        report = by_name.get(name)
+        if report is not None and report.changes:
+            counts: dict[str, int] = {}
+            for row in report.changes:
+                counts[row["action"]] = counts.get(row["action"], 0) + 1
+            out.print(f"{name}: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
+    for report in result.passes:
+        if report.name == "recompile":
+            for row in report.changes:
+                details = ", ".join(f"{k} {row[k]}" for k in ("optimizer", "learning_rate", "loss", "metrics") if row.get(k) is not None)
+                out.print(f"compile: {row['action']} ({details})")
+        for note in report.notes:
+            out.print(f"[dim]note: {note}[/dim]")
+    for note in result.notes:
+        out.print(f"[dim]note: {note}[/dim]")
+    print_verification(out, result.verification)
+    if result.checked is not None:
+        print_fine_tune(out, result.checked)
+    if result.output:
+        out.print(f"[green]wrote[/green] {result.output}")
+    else:
+        out.print("[red]nothing written[/red]: the checks above failed")
+
+
+def print_fine_tune(out, report) -> None:
+    """The fine-tune check for people: one line per check, then the layers that failed."""
+    if report.problem:
+        out.print(f"[red]fine-tune check could not run:[/red] {report.problem}")
+        return
+    labels = {
+        "frozen_unchanged": f"frozen weights bit-for-bit unchanged after {report.steps} steps ({report.frozen_layers} layers)",
+        "trainable_moved": f"trainable part moved ({report.trainable_layers} layers)",
+        "frozen_mode_independent": "frozen part gives the same output in training and inference mode",
+        "deterministic": "two runs from the same seed give identical weights",
+    }
+    for check, passed in report.checks.items():
+        out.print(f"{'[green]pass[/green]' if passed else '[red]FAIL[/red]'}  {labels.get(check, check)}")
+    for problem in report.problems:
+        out.print(f"  [red]{problem.layer}[/red]: {problem.detail}")
+    if report.stuck_layers:
+        shown = ", ".join(report.stuck_layers[:8]) + (", ..." if len(report.stuck_layers) > 8 else "")
+        out.print(f"[yellow]note:[/yellow] trainable layers whose weights did not move: {shown}")
+    for note in report.notes:
+        out.print(f"[dim]note: {note}[/dim]")

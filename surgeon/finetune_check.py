@@ -1,0 +1,288 @@
+"""Prove that a written file fine-tunes as its flags say: a short seeded ``fit()`` on synthetic data.
+
+The file is loaded with plain ``keras.models.load_model`` (as the user's job will load it), then:
+
+1. every weight of a frozen layer is bit-for-bit unchanged after the steps;
+2. the trainable part moved (each trainable layer whose weights did not move is listed);
+3. each frozen layer that takes a ``training`` argument gives the same output in training and in
+   inference mode on the inputs it really receives (no BN batch statistics, no dropout);
+4. the same run repeated from the same seed on a fresh load gives identical weights.
+
+Any failed check fails the report and names the layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+DEFAULT_STEPS = 3
+DEFAULT_BATCH = 4
+# Compile settings used only when the file is not compiled (the file itself stays uncompiled).
+FALLBACK_COMPILE = {"optimizer": "sgd", "loss": "mean_squared_error"}
+CHECKS = ("frozen_unchanged", "trainable_moved", "frozen_mode_independent", "deterministic")
+
+
+@dataclasses.dataclass
+class LayerProblem:
+    check: str  # one of CHECKS
+    layer: str
+    detail: str
+
+
+@dataclasses.dataclass
+class FineTuneReport:
+    passed: bool
+    checks: dict[str, bool]
+    problems: list[LayerProblem]
+    stuck_layers: list[str]  # trainable layers whose weights did not move (reported, not failed)
+    frozen_layers: int
+    trainable_layers: int
+    steps: int
+    batch_size: int
+    seed: int
+    notes: list[str] = dataclasses.field(default_factory=list)
+    problem: str | None = None  # why the check could not run at all
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        if self.problem:
+            return self.problem
+        if self.passed:
+            return (f"fine-tune check passed: {self.steps} steps, {self.frozen_layers} frozen layers unchanged, "
+                    f"{self.trainable_layers} trainable layers trained")
+        first = self.problems[0]
+        return f"fine-tune check failed ({first.check}): layer '{first.layer}': {first.detail}"
+
+
+def check_fine_tuning(
+    path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH, seed: int = 0, allow_code: bool = False
+) -> FineTuneReport:
+    """Load ``path`` with plain Keras, fine-tune it briefly on seeded data, check the four properties.
+
+    Example:
+        >>> report = check_fine_tuning("prepared.h5")
+        >>> report.passed, report.checks["frozen_unchanged"]
+        (True, True)
+    """
+    from surgeon.verify import load_plain
+
+    _deterministic(seed)
+    notes: list[str] = []
+    try:
+        model = load_plain(path, allow_code=allow_code)
+        _compile_if_needed(model, notes)
+    except Exception as error:  # a file the user's job cannot even load is a failed check
+        return _cannot_run(f"the written file does not load with plain Keras: {_one_line(error)}", steps, batch_size, seed)
+
+    leaves = leaf_layers(model)
+    frozen = [p for p, (layer, is_frozen) in leaves.items() if is_frozen and layer.weights]
+    trainable = [p for p, (layer, is_frozen) in leaves.items() if not is_frozen and layer.trainable_weights]
+    x, y = synthetic_data(model, steps * batch_size, seed)
+    problems: list[LayerProblem] = []
+
+    before = snapshot(leaves)
+    try:
+        first = _fit(model, x, y, batch_size)
+    except Exception as error:
+        return _cannot_run(f"fit() fails on the written file: {_one_line(error)}", steps, batch_size, seed)
+    after = first
+
+    for layer_path in frozen:
+        moved = _changed(before[layer_path], after[layer_path])
+        if moved:
+            problems.append(LayerProblem("frozen_unchanged", layer_path, f"frozen weights changed: {', '.join(moved)}"))
+    stuck = [p for p in trainable if not _changed(_trainable_only(before, leaves, p), _trainable_only(after, leaves, p))]
+    if trainable and len(stuck) == len(trainable):
+        problems.append(LayerProblem("trainable_moved", stuck[0], f"no trainable weight moved in {steps} steps ({len(stuck)} trainable layers)"))
+    if not trainable:
+        notes.append("the model has no trainable weights: nothing to fine-tune")
+
+    _deterministic(seed)
+    again = load_plain(path, allow_code=allow_code)
+    _compile_if_needed(again, [])
+    second = _fit(again, x, y, batch_size)
+    for layer_path in after:
+        differing = _changed(after[layer_path], second.get(layer_path, {}))
+        if differing:
+            problems.append(LayerProblem("deterministic", layer_path, f"two runs from the same seed differ in {', '.join(differing)}"))
+    # Last, on the second model: running a Dropout in training mode advances its seed generator,
+    # which would make the two runs above differ for a reason of the check's own making.
+    problems += mode_problems(again, leaf_layers(again), [a[:batch_size] for a in x])
+
+    checks = {name: not any(p.check == name for p in problems) for name in CHECKS}
+    return FineTuneReport(all(checks.values()), checks, problems, stuck, len(frozen), len(trainable), steps, batch_size, seed, notes)
+
+
+def _cannot_run(problem: str, steps: int, batch_size: int, seed: int) -> FineTuneReport:
+    return FineTuneReport(False, dict.fromkeys(CHECKS, False), [], [], 0, 0, steps, batch_size, seed, problem=problem)
+
+
+def _deterministic(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    # Process-global and irreversible for the rest of the process in practice: every later
+    # TensorFlow op in this process runs its deterministic kernel (slower for some GPU ops; on
+    # CPU the difference is small). surgeon runs one command per process, so this is acceptable.
+    tf.config.experimental.enable_op_determinism()
+
+
+def _compile_if_needed(model, notes: list[str]) -> None:
+    if not getattr(model, "compiled", False):
+        model.compile(**FALLBACK_COMPILE)
+        notes.append("the file is not compiled: the check compiled it with SGD and mean squared error")
+
+
+def leaf_layers(model, prefix: str = "", parent_frozen: bool = False) -> dict[str, tuple[object, bool]]:
+    """Layer path -> (layer, effectively frozen), nested models expanded; InputLayers left out."""
+    result: dict[str, tuple[object, bool]] = {}
+    for layer in model.layers:
+        path = prefix + layer.name
+        frozen = parent_frozen or not layer.trainable
+        if hasattr(layer, "layers") and layer.__class__.__name__ in ("Functional", "Sequential", "Model"):
+            result.update(leaf_layers(layer, path + "/", frozen))
+        elif layer.__class__.__name__ != "InputLayer":
+            result[path] = (layer, frozen)
+    return result
+
+
+def snapshot(leaves: dict) -> dict[str, dict[str, np.ndarray]]:
+    return {path: {_weight_key(layer, i, v): np.array(v.numpy(), copy=True) for i, v in enumerate(layer.weights)}
+            for path, (layer, _) in leaves.items() if layer.weights}
+
+
+def _weight_key(layer, index: int, variable) -> str:
+    return variable.name if variable.name else str(index)
+
+
+def _trainable_only(weights: dict, leaves: dict, path: str) -> dict[str, np.ndarray]:
+    layer = leaves[path][0]
+    names = {v.name for v in layer.trainable_weights}
+    return {k: v for k, v in weights[path].items() if k in names}
+
+
+def _changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> list[str]:
+    """Names of weights that are not bit-for-bit equal (NaNs compare by bit pattern too)."""
+    changed = []
+    for name, value in before.items():
+        other = after.get(name)
+        if other is None or value.shape != other.shape or value.tobytes() != other.tobytes():
+            changed.append(name)
+    return changed
+
+
+def _fit(model, x: list[np.ndarray], y, batch_size: int) -> dict[str, dict[str, np.ndarray]]:
+    from surgeon.io.keras_model import no_stdout_noise
+
+    with no_stdout_noise():
+        model.fit(x if len(x) > 1 else x[0], y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    return snapshot(leaf_layers(model))
+
+
+# --- synthetic data --------------------------------------------------------------------------
+
+
+def synthetic_data(model, count: int, seed: int):
+    """Seeded inputs (as ``verify`` makes them) and targets that suit each output's loss."""
+    from surgeon.verify import run, seeded_inputs
+
+    x = seeded_inputs(model, count, seed)
+    outputs = run(model, [a[:1] for a in x])
+    losses = _loss_names(model, len(outputs))
+    rng = np.random.default_rng(seed + 1)
+    targets = [_target(rng, count, out.shape[1:], loss) for out, loss in zip(outputs, losses)]
+    return x, (targets if len(targets) > 1 else targets[0])
+
+
+def _loss_names(model, count: int) -> list[str]:
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, dict):
+        names = list(getattr(model, "output_names", []) or [])
+        return [_name_of(loss.get(n)) for n in names] if len(names) == count else [""] * count
+    if isinstance(loss, (list, tuple)):
+        return [_name_of(item) for item in loss] + [""] * (count - len(loss))
+    return [_name_of(loss)] * count
+
+
+def _name_of(loss) -> str:
+    if loss is None:
+        return ""
+    if isinstance(loss, str):
+        return loss.lower()
+    return str(getattr(loss, "name", None) or getattr(loss, "__name__", "") or type(loss).__name__).lower()
+
+
+def _target(rng: np.random.Generator, count: int, shape: tuple[int, ...], loss: str) -> np.ndarray:
+    classes = shape[-1] if shape else 1
+    if "sparse" in loss:
+        return rng.integers(0, max(classes, 1), size=(count, *shape[:-1])).astype(np.int32)
+    if "categorical" in loss or "kl" in loss:
+        labels = rng.integers(0, max(classes, 1), size=(count, *shape[:-1]))
+        return np.eye(classes, dtype=np.float32)[labels]
+    if "binary" in loss or "hinge" in loss or "focal" in loss:
+        return rng.integers(0, 2, size=(count, *shape)).astype(np.float32)
+    if "poisson" in loss:
+        return rng.uniform(0.0, 2.0, size=(count, *shape)).astype(np.float32)
+    return rng.standard_normal(size=(count, *shape)).astype(np.float32)
+
+
+# --- training vs inference mode of the frozen part ------------------------------------------
+
+
+def mode_problems(model, leaves: dict, x: list[np.ndarray]) -> list[LayerProblem]:
+    """Frozen layers that act differently with ``training=True`` on the inputs they really get.
+
+    The inputs are captured during one inference pass (the call of each such layer is wrapped for
+    that pass only), then the layer alone runs in both modes: a difference is the layer's own,
+    not an upstream trainable layer's.
+    """
+    from surgeon.verify import run
+
+    candidates = {path: layer for path, (layer, frozen) in leaves.items() if frozen and getattr(layer, "_call_has_training_arg", False)}
+    captured: dict[str, tuple] = {}
+    for path, layer in candidates.items():
+        object.__setattr__(layer, "call", _recording(layer.call, path, captured))
+    try:
+        run(model, x)
+    finally:
+        for layer in candidates.values():
+            object.__delattr__(layer, "call")
+    problems = []
+    for path, (args, kwargs) in captured.items():
+        layer = candidates[path]
+        inference = _flat(layer.call(*args, **{**kwargs, "training": False}))
+        training = _flat(layer.call(*args, **{**kwargs, "training": True}))
+        worst = max((float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(inference, training)), default=0.0)
+        scale = max((float(np.max(np.abs(a))) if a.size else 0.0 for a in inference), default=0.0)
+        if worst > 1e-6 * max(scale, 1.0):
+            problems.append(LayerProblem(
+                "frozen_mode_independent", path,
+                f"frozen {type(layer).__name__} changes its output in training mode (max abs {worst:.3g}); "
+                "`surgeon prepare` folds frozen BatchNormalization and removes frozen Dropout/noise",
+            ))
+    return problems
+
+
+def _recording(call, path: str, captured: dict):
+    def wrapper(*args, **kwargs):
+        captured.setdefault(path, (args, kwargs))
+        return call(*args, **kwargs)
+
+    return wrapper
+
+
+def _flat(result) -> list[np.ndarray]:
+    if isinstance(result, dict):
+        result = list(result.values())
+    if not isinstance(result, (list, tuple)):
+        result = [result]
+    return [np.asarray(r, dtype=np.float64) for r in result]
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
