@@ -444,7 +444,8 @@ def _freeze_all(model: dict) -> None:
     """trainable=False on the model, every nested model and every layer: the base is never trained."""
     model["config"]["trainable"] = False
     for _, layer in iter_layers(model):
-        layer.setdefault("config", {})["trainable"] = False
+        if layer.get("class_name") != "InputLayer":  # no weights, and its config has no such key
+            layer.setdefault("config", {})["trainable"] = False
 
 
 def _weights_for(spec: ModelSpec, model: dict, prefix: str) -> dict:
