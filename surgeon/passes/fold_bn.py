@@ -174,7 +174,10 @@ def _fold_level(spec: ModelSpec, model: dict, prefix: str, top: bool, frozen: di
         bypass_layer(model, name)
         spec.weights.pop(level.path(name), None)
     for bn in affine:
-        replace_layer(model, bn.name, lambda entry, bn=bn: _rescaling_entry(entry, bn))
+        rescaling = replace_layer(model, bn.name, lambda entry, bn=bn: _rescaling_entry(entry, bn))
+        # BatchNormalization.call takes mask= and training=, which Keras records in the node;
+        # Rescaling.call takes neither and refuses the config if they stay.
+        rescaling["inbound_nodes"] = [_without_bn_kwargs(node) for node in rescaling["inbound_nodes"]]
         spec.weights.pop(level.path(bn.name), None)
 
 
@@ -225,6 +228,13 @@ class _BatchNorm:
         )
         normalized = (axis % rank if -rank <= axis < rank else None) if rank else None
         source = level.graph.node_inputs[(name, 0)][0]
+        if normalized == 1 and rank > 2 and shape[1] is not None and shape[1] == shape[-1]:
+            # keras/src/backend/tensorflow/numpy.py `add` turns "x + per-channel vector" into
+            # tf.nn.bias_add and picks NHWC whenever the last dimension equals the vector's length:
+            # on a tensor normalized over axis 1 whose last dimension has the same size, Keras adds
+            # every folded bias or Rescaling offset on the last axis, so no rewrite would match.
+            return (f"Keras (TensorFlow backend) would add its offsets on the last axis: the tensor's last "
+                    f"dimension equals its {shape[1]} channels on axis 1")
         calls = level.graph.call_count(name)
         bn = cls(name, path, normalized, axis, calls, rank, shape, scale, shift, source, config.get("dtype"))
         if calls > 1:
@@ -393,6 +403,13 @@ def _rescaling_entry(entry: dict, bn: _BatchNorm) -> dict:
         },
         "registered_name": None,
     }
+
+
+def _without_bn_kwargs(node):
+    if not isinstance(node, dict) or not isinstance(node.get("kwargs"), dict):
+        return node
+    kwargs = {key: value for key, value in node["kwargs"].items() if key not in ("mask", "training")}
+    return {**node, "kwargs": kwargs}
 
 
 def _rescaling_dtype(policy):
