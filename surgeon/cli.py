@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from surgeon.commands import convert as convert_command
 from surgeon.commands import fold_bn as fold_bn_command
 from surgeon.commands import inspect as inspect_command
 from surgeon.commands import freeze as freeze_command
@@ -38,6 +39,7 @@ app.command("diff")(diff_command.diff)
 app.command("split")(split_command.split)
 app.command("features")(features_command.features)
 app.command("fold-bn")(fold_bn_command.fold_bn)
+app.command("convert")(convert_command.convert)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import contextlib
 from typing import Iterable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from surgeon.passes import PassReport
@@ -18,7 +19,7 @@ def verification_table(report: VerifyReport, title: str = "Verification") -> Tab
         table.add_column(column, justify="right" if "error" in column or column == "scale" else "left")
     for check in report.checks:
         table.add_row(
-            check.name, check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}", f"{check.scale:.3g}",
+            escape(check.name), check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}", f"{check.scale:.3g}",
             "[green]pass[/green]" if check.passed else "[red]FAIL[/red]",
         )
     return table
@@ -29,7 +30,7 @@ def print_verification(console: Console, report: VerifyReport | None, title: str
         console.print("[yellow]verification skipped (--no-verify)[/yellow]")
         return
     if report.problem:
-        console.print(f"[red]verification failed:[/red] {report.problem}")
+        console.print(f"[red]verification failed:[/red] {escape(report.problem)}")
         return
     console.print(verification_table(report, title))
     verdict = "[green]equivalent[/green]" if report.passed else "[red]NOT equivalent[/red]"
@@ -51,8 +52,8 @@ def _cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+        return escape(", ".join(str(v) for v in value))
+    return escape(str(value))
 
 
 @contextlib.contextmanager

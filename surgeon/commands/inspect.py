@@ -36,10 +36,11 @@ def inspect(
 
 
 def _print(result, all_layers: bool) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out = console()
-    source = f"{result.path} ({result.format}, Keras {result.keras_version or '?'})"
+    source = escape(f"{result.path} ({result.format}, Keras {result.keras_version or '?'})")
     if all_layers:
         table = Table(title=f"Model '{result.model_name}' from {source}", title_justify="left")
         for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"), ("trainable", "left")):
@@ -47,7 +48,7 @@ def _print(result, all_layers: bool) -> None:
         for row in result.layers:
             depth = row.path.count("/")
             name = "  " * depth + row.path.rpartition("/")[2]
-            table.add_row(name, row.class_name, row.output_shape, f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
+            table.add_row(escape(name), row.class_name, row.output_shape, f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
         out.print(table)
     else:
         out.print(f"Model '{result.model_name}' from {source}")
@@ -55,14 +56,14 @@ def _print(result, all_layers: bool) -> None:
     out.print(f"Total params: {result.total_params:,}  trainable: {result.trainable_params:,}  non-trainable: {frozen:,}")
     out.print(f"Compiled: {'yes, optimizer ' + str(result.optimizer) if result.compiled else 'no'}")
     for note in result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+        out.print(f"[dim]note: {escape(note)}[/dim]")
     if not result.hazards:
         out.print("[green]No fine-tuning hazards found.[/green]")
         return
     out.print(f"\n[bold]Hazards ({len(result.hazards)})[/bold]")
     for hazard in result.hazards:
-        out.print(f"[yellow]![/yellow] [bold]{hazard.kind}[/bold]: {hazard.message}")
+        out.print(f"[yellow]![/yellow] [bold]{hazard.kind}[/bold]: {escape(hazard.message)}")
         if hazard.layers:
             shown = ", ".join(hazard.layers[:8]) + (f", ... ({len(hazard.layers)} in all)" if len(hazard.layers) > 8 else "")
-            out.print(f"    layers: {shown}")
-        out.print(f"    fix: [cyan]{hazard.fix}[/cyan]")
+            out.print(f"    layers: {escape(shown)}")
+        out.print(f"    fix: [cyan]{escape(hazard.fix)}[/cyan]")

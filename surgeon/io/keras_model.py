@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import sys
 
 import numpy as np
 
@@ -17,9 +18,25 @@ CODE_LAYERS = ("Lambda",)
 
 
 def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter off the user's terminal."""
+    """Import TensorFlow (once) without its C++ start-up chatter on the user's terminal.
+
+    TensorFlow 2.21 logs oneDNN/CUDA notices through absl before it reads TF_CPP_MIN_LOG_LEVEL,
+    so the only way to keep stderr clean for our one-line errors is to point file descriptor 2
+    at /dev/null for the duration of the import. An import error is re-raised after restoring it.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "tensorflow" in sys.modules or os.environ.get("SURGEON_DEBUG"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import keras  # noqa: F401  (imports tensorflow, the noisy part)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def check_code_layers(spec: ModelSpec, allow_code: bool) -> None:

@@ -1,0 +1,56 @@
+"""``surgeon convert MODEL -o OUT``: a Keras 3 file from a Keras 2 (or Keras 3) one, verified."""
+
+from __future__ import annotations
+
+from surgeon.commands.common import (
+    AllowCode, Atol, EXIT_FAILED, Force, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console, print_json,
+)
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+
+
+@command
+def convert(
+    model: ModelPath,
+    output: OutputPath,
+    force: Force = False,
+    no_verify: NoVerify = False,
+    samples: Samples = DEFAULT_SAMPLES,
+    atol: Atol = DEFAULT_ATOL,
+    rtol: Rtol = DEFAULT_RTOL,
+    as_json: Json = False,
+    allow_code: AllowCode = False,
+) -> int:
+    """Write the Keras 3 equivalent of a model file (Keras 2 .h5 files included) and verify it.
+
+    Renamed layers, translated TF-op layers and optimizer settings are listed. With tf_keras
+    installed (pip install 'surgeon[keras2]') the result is also compared with the original run
+    by Keras 2 itself.
+
+    Example: surgeon convert old_model.h5 -o model.keras
+    """
+    from surgeon.convert import convert_file
+    from surgeon.report import print_verification, status
+    from surgeon.rewrite import VerifyOptions
+
+    with status("Converting and verifying..."):
+        result = convert_file(str(model), str(output), force=force, allow_code=allow_code,
+                              verify=VerifyOptions(enabled=not no_verify, samples=samples, atol=atol, rtol=rtol))
+    if as_json:
+        print_json(result.to_json())
+        return 0 if result.passed else EXIT_FAILED
+    from rich.markup import escape
+
+    out = console()
+    for note in result.notes:
+        out.print(f"- {escape(note)}")
+    print_verification(out, result.verification, "Against surgeon's reading of the original")
+    if result.checked is not None:
+        if result.checked.skipped:
+            out.print(f"[yellow]check against the original runtime skipped:[/yellow] {escape(result.checked.skipped)}")
+        else:
+            print_verification(out, result.checked.report, "Against the original run by Keras 2 (tf_keras)")
+    if result.passed:
+        out.print(f"[green]wrote {escape(result.output)}[/green]")
+        return 0
+    out.print("[red]verification failed; nothing was written[/red]")
+    return EXIT_FAILED

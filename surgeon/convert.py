@@ -1,0 +1,101 @@
+"""``convert``: write the Keras 3 equivalent of a model file, checked against its own Keras.
+
+A Keras 2 file is translated at the door (``surgeon/io/keras2.py``). The written file is verified
+twice: against surgeon's in-memory reading of the original (as every rewrite is), and - when
+``tf_keras`` is installed (``pip install 'surgeon[keras2]'``) - against the original file run by
+Keras 2 itself in a separate process, on the same seeded inputs. The second check is the one that
+catches a translation mistake; without tf_keras it is skipped, and the report says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, compare, load_plain, run, seeded_inputs
+
+# Runs in a child process: TF_USE_LEGACY_KERAS=1 makes tf.keras Keras 2 (tf_keras), which cannot
+# share a process with Keras 3.
+_KERAS2_RUNNER = """
+import sys, numpy as np, tf_keras
+model = tf_keras.models.load_model(sys.argv[1], compile=False)
+data = np.load(sys.argv[2])
+inputs = [data[f"x{i}"] for i in range(len(data.files))]
+outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+np.savez(sys.argv[3], **{f"y{i}": np.asarray(y) for i, y in enumerate(outputs)})
+"""
+
+
+@dataclasses.dataclass
+class OriginalRuntimeCheck:
+    """The converted file against the original run by the Keras that wrote it."""
+
+    passed: bool
+    skipped: str | None
+    report: VerifyReport | None
+
+    def to_json(self) -> dict:
+        return {"passed": self.passed, "skipped": self.skipped, "report": self.report.to_json() if self.report else None}
+
+
+def tf_keras_available() -> bool:
+    return importlib.util.find_spec("tf_keras") is not None
+
+
+def check_against_keras2(original: str, candidate: str, *, samples: int, atol: float, rtol: float) -> OriginalRuntimeCheck:
+    if not tf_keras_available():
+        return OriginalRuntimeCheck(True, "tf_keras is not installed (pip install 'surgeon[keras2]'); "
+                                          "checked only that the converted file reloads and matches surgeon's reading", None)
+    model = load_plain(candidate)
+    inputs = seeded_inputs(model, samples)
+    with tempfile.TemporaryDirectory() as scratch:
+        given, produced = os.path.join(scratch, "x.npz"), os.path.join(scratch, "y.npz")
+        np.savez(given, **{f"x{i}": x for i, x in enumerate(inputs)})
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        done = subprocess.run([sys.executable, "-c", _KERAS2_RUNNER, original, given, produced], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return OriginalRuntimeCheck(False, None, VerifyReport(False, [], samples, atol, rtol, problem=f"tf_keras could not run the original: {last}"))
+        expected_file = np.load(produced)
+        expected = [expected_file[f"y{i}"] for i in range(len(expected_file.files))]
+    names = list(model.output_names)
+    checks = compare(expected, run(model, inputs), names, mode="inference", atol=atol, rtol=rtol)
+    report = VerifyReport(all(c.passed for c in checks), checks, samples, atol, rtol)
+    return OriginalRuntimeCheck(report.passed, None, report)
+
+
+def convert_file(
+    input_path: str,
+    output_path: str,
+    *,
+    force: bool = False,
+    verify: VerifyOptions | None = None,
+    allow_code: bool = False,
+) -> RewriteResult:
+    """Write the Keras 3 equivalent of ``input_path`` (Keras 2 or 3, .h5 or .keras) to ``output_path``.
+
+    Example:
+        >>> result = convert_file("old_keras2_model.h5", "model.keras")
+        >>> result.passed, result.checked.skipped
+        (True, None)
+    """
+    verify = verify or VerifyOptions()
+
+    def against_original(temporary: str, spec) -> OriginalRuntimeCheck | None:
+        if spec.source.dialect != "keras2" or not verify.enabled:
+            return None
+        return check_against_keras2(input_path, temporary, samples=verify.samples, atol=verify.atol, rtol=verify.rtol)
+
+    return rewrite_file(input_path, output_path, [], force=force, verify=verify, allow_code=allow_code, after_write=against_original)
+
+
+__all__ = ["convert_file", "check_against_keras2", "tf_keras_available", "DEFAULT_ATOL", "DEFAULT_RTOL"]
