@@ -11,8 +11,10 @@ import dataclasses
 from typing import Callable
 
 from surgeon.errors import SurgeonError
+from surgeon.io import keras3_fixups
 from surgeon.io.sequential import sequential_to_functional
-from surgeon.spec import MODEL_CLASSES
+from surgeon.io.weight_names import weight_names
+from surgeon.spec import MODEL_CLASSES, iter_layers
 
 
 @dataclasses.dataclass
@@ -48,19 +50,13 @@ def translate(model_config, training_config: dict | None, keras_version: str | N
     _check_model_config(model_config)
     model_config = sequential_to_functional(model_config)
 
-    try:  # TEMPORARY until keras3_fixups lands
-        from surgeon.io import keras3_fixups
-    except ImportError:
-        keras3_fixups = None
-    fixups = []
-    if keras3_fixups is not None:
-        model_config, fixups = keras3_fixups.fix_keras3_config(model_config)
+    model_config, fixups = keras3_fixups.fix_keras3_config(model_config)
     notes += [f"{fixup.layer}: {fixup.what}" for fixup in fixups]
 
     add_modules(model_config)
 
     def map_weights(weights: dict) -> dict:
-        return _map_fixup_weights(fixups, weights, keras3_fixups)
+        return _map_fixup_weights(fixups, weights, model_config)
 
     return Door(model_config, training_config, dialect, notes, renamed, map_weights)
 
@@ -80,25 +76,18 @@ def _check_model_config(model_config) -> None:
             raise SurgeonError("the model config holds a layer entry without class_name/config; the file is corrupt")
 
 
-def _map_fixup_weights(fixups, weights: dict, keras3_fixups) -> dict:
-    if not fixups:
+def _map_fixup_weights(fixups, weights: dict, model_config: dict) -> dict:
+    """Move weights onto the layers that replaced unloadable ones (e.g. LayerScale's gamma)."""
+    if not any(f.applied and f.weight_map for f in fixups):
         return weights
-    by_name = {path.rpartition("/")[2]: path for path in weights}
-    if len(by_name) != len(weights):
-        raise SurgeonError("layer names repeat across nested models; surgeon cannot map rewritten layers' weights")
-    flat = {name: list(weights[path].values()) for name, path in by_name.items()}
-    mapped = keras3_fixups.fix_keras3_weights(fixups, flat)
-    result: dict = {}
-    for name, arrays in mapped.items():
-        path = by_name.get(name) or _path_of_new_layer(name, weights)
-        old = weights.get(path, {})
-        names = list(old) if len(old) == len(arrays) else [str(i) for i in range(len(arrays))]
+    mapped = keras3_fixups.fix_keras3_weights(fixups, {path: list(named.values()) for path, named in weights.items()})
+    layers = dict(iter_layers(model_config))
+    result = {}
+    for path, arrays in mapped.items():
+        layer = layers.get(path, {})
+        names = weight_names(layer.get("class_name", ""), layer.get("config", {}), len(arrays))
         result[path] = dict(zip(names, arrays))
     return result
-
-
-def _path_of_new_layer(name: str, weights: dict) -> str:
-    raise SurgeonError(f"internal error: a rewritten layer '{name}' has weights but no place in the model")
 
 
 def add_modules(model: dict) -> None:
