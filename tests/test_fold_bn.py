@@ -219,6 +219,14 @@ def test_bn_before_a_layer_is_folded_into_it_where_exact(case):
     assert_equivalent(original, folded)
 
 
+def test_a_layer_between_two_bns_takes_both_folds():
+    original = model_of((7, 7, 3), L.BatchNormalization(name="bn_in"), L.Conv2D(4, 3, name="k"), L.BatchNormalization(name="bn_out"))
+    folded, report = fold(original)
+    assert actions(report) == {"bn_in": "folded-before", "bn_out": "folded-after"}
+    assert [type(l).__name__ for l in folded.layers] == ["InputLayer", "Conv2D", "Activation"]
+    assert_equivalent(original, folded)
+
+
 FLATTEN = {
     "channels_last": ((3, 4, 5), -1, "channels_last"),
     "channels_first_tensor": ((5, 3, 4), 1, "channels_last"),

@@ -22,7 +22,8 @@ kernel would reparametrize it and change what fine-tuning does, so a frozen BN n
 layer becomes an exact, weightless Rescaling instead. ``fold_all=True`` folds everything (deployment).
 
 Which layers can absorb a BN, and how, is the data in ``PATTERNS``; the algebra is surgeon.math.
-All folds are computed in float64 on working copies and cast once, to each weight's stored dtype.
+All folds are computed in float64 and cast once, to each weight's stored dtype (a layer that takes
+two folds, one on each side, gets float64 working copies so that the first is not rounded).
 """
 
 from __future__ import annotations
@@ -121,12 +122,21 @@ def fold_bn(spec: ModelSpec, *, fold_all: bool = False) -> tuple[ModelSpec, Pass
     frozen = effectively_frozen(spec.config)
     if fold_all:
         frozen = {path: True for path in frozen}
-    work: dict[str, dict[str, np.ndarray]] = {}  # float64 working copies of the weights we change
-    _fold_level(spec, spec.config, "", True, frozen, work, report)
-    for path, weights in work.items():
-        original = spec.weights.get(path, {})
-        reference = next(iter(original.values()))  # kernel: its dtype is the layer's variable dtype
-        spec.weights[path] = {name: bn_math.cast_like(value, original.get(name, reference)) for name, value in weights.items()}
+    edits: dict[str, list[Callable]] = {}  # layer path -> weight edits, in planning order
+    _fold_level(spec, spec.config, "", True, frozen, edits, report)
+    for path, functions in edits.items():
+        original = spec.weights[path]
+        if len(functions) == 1:
+            # surgeon.math computes in float64 and casts back to the dtype of the arrays it is given.
+            weights = dict(original)
+            functions[0](weights)
+            spec.weights[path] = weights
+            continue
+        weights = {name: np.asarray(value, dtype=np.float64) for name, value in original.items()}
+        for edit in functions:
+            edit(weights)
+        kernel = next(iter(original.values()))  # a new bias takes the kernel's (the variable) dtype
+        spec.weights[path] = {name: bn_math.cast_like(value, original.get(name, kernel)) for name, value in weights.items()}
     left = [row for row in report.changes if row["action"] == "left"]
     if left:
         report.notes.append(f"{len(left)} BatchNormalization layer(s) left; see 'reason'")
@@ -138,10 +148,10 @@ def mode_dependent_layers(spec: ModelSpec) -> list[str]:
     return [path for path, layer in spec.layers() if layer.get("class_name") in MODE_DEPENDENT]
 
 
-def _fold_level(spec: ModelSpec, model: dict, prefix: str, top: bool, frozen: dict[str, bool], work: dict, report: PassReport) -> None:
+def _fold_level(spec: ModelSpec, model: dict, prefix: str, top: bool, frozen: dict[str, bool], edits: dict, report: PassReport) -> None:
     for layer in model["config"]["layers"]:
         if is_model_config(layer):
-            _fold_level(spec, layer, prefix + layer_name(layer) + "/", False, frozen, work, report)
+            _fold_level(spec, layer, prefix + layer_name(layer) + "/", False, frozen, edits, report)
     level = _Level(model, prefix, Graph.of(model), top)
     consumers = level.graph.consumers()
     outputs = set(level.graph.outputs)
@@ -162,7 +172,7 @@ def _fold_level(spec: ModelSpec, model: dict, prefix: str, top: bool, frozen: di
         plan = _plan_after(level, bn, consumers, outputs, frozen) or _plan_before(level, bn, consumers, outputs, frozen)
         if plan is not None:
             for target, apply in plan.targets:
-                apply(_working(spec, work, target))
+                edits.setdefault(target, []).append(apply)
             row.update(action=plan.action, into=[target for target, _ in plan.targets])
             bypass.append(name)
         elif bn.axis is None:
@@ -179,12 +189,6 @@ def _fold_level(spec: ModelSpec, model: dict, prefix: str, top: bool, frozen: di
         # Rescaling.call takes neither and refuses the config if they stay.
         rescaling["inbound_nodes"] = [_without_bn_kwargs(node) for node in rescaling["inbound_nodes"]]
         spec.weights.pop(level.path(bn.name), None)
-
-
-def _working(spec: ModelSpec, work: dict, path: str) -> dict[str, np.ndarray]:
-    if path not in work:
-        work[path] = {name: np.asarray(value, dtype=np.float64) for name, value in spec.weights[path].items()}
-    return work[path]
 
 
 # --- one BN ----------------------------------------------------------------------------------

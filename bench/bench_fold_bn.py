@@ -1,0 +1,136 @@
+"""Bench ``surgeon fold-bn`` on ResNet50 and MobileNetV2 at 224x224 (weights=None, random BN stats).
+
+(a) Wall time and peak RSS of ``surgeon fold-bn`` with and without verification, each a fresh
+    process, side by side with a process that only runs ``keras.models.load_model`` on the same
+    file (median of --repeat runs; peak RSS from os.wait4's rusage of that one child).
+(b) Inference time of the folded vs the original model: batch 32, one process, both loaded with
+    plain Keras, ``predict_on_batch`` calls interleaved (original, folded, original, ...), medians
+    and their ratio.
+(c) The largest absolute and relative error between the two on that batch.
+
+Targets (2-core CPU): with verification <= 1.5x the plain load; --no-verify .h5 -> .h5 under 1 s
+for ResNet50; speedup >= 1.07x ResNet50, >= 1.15x MobileNetV2; relative error < 1e-5.
+
+Usage: python bench/bench_fold_bn.py [--only ResNet50] [--formats h5,keras] [--repeat 3] [--calls 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+ARCHS = ("ResNet50", "MobileNetV2")
+SURGEON = [sys.executable, "-m", "surgeon.cli"]
+PLAIN_LOAD = "import os, sys; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import keras; keras.models.load_model(sys.argv[1])"
+
+
+def make_model(arch: str, path: str) -> None:
+    """A frozen application with random BN statistics, saved as a fine-tuning job would find it."""
+    import keras
+
+    from sweep_fold_bn import randomize_bn
+
+    model = getattr(keras.applications, arch)(weights=None, input_shape=(224, 224, 3))
+    randomize_bn(model)
+    model.trainable = False
+    model.save(path)
+
+
+def timed(command: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in MB, exit code) of one child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024.0, process.returncode
+
+
+def bench_cli(source: str, output: str, repeat: int) -> dict[str, tuple[float, float]]:
+    commands = {
+        "plain load_model": [sys.executable, "-c", PLAIN_LOAD, source],
+        "fold-bn (verify)": SURGEON + ["fold-bn", source, "-o", output, "--force"],
+        "fold-bn --no-verify": SURGEON + ["fold-bn", source, "-o", output, "--force", "--no-verify"],
+    }
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(repeat):  # interleaved, so that machine noise hits every command alike
+        for name, command in commands.items():
+            wall, rss, code = timed(command)
+            if code != 0:
+                raise SystemExit(f"{name} failed with exit code {code}: {' '.join(command)}")
+            results[name].append((wall, rss))
+    return {name: (statistics.median(w for w, _ in runs), max(r for _, r in runs)) for name, runs in results.items()}
+
+
+def bench_inference(source: str, folded: str, calls: int) -> dict[str, float]:
+    import keras
+    import numpy as np
+
+    original, candidate = keras.models.load_model(source, compile=False), keras.models.load_model(folded, compile=False)
+    x = np.random.default_rng(0).uniform(0, 255, size=(32, 224, 224, 3)).astype("float32")
+    expected, got = original.predict_on_batch(x), candidate.predict_on_batch(x)  # also warms up both
+    times = {"original": [], "folded": []}
+    for _ in range(calls):
+        for name, model in (("original", original), ("folded", candidate)):
+            start = time.perf_counter()
+            model.predict_on_batch(x)
+            times[name].append(time.perf_counter() - start)
+    difference = np.abs(expected.astype(np.float64) - got.astype(np.float64))
+    scale = float(np.abs(expected).max())
+    return {
+        "original_s": statistics.median(times["original"]),
+        "folded_s": statistics.median(times["folded"]),
+        "speedup": statistics.median(times["original"]) / statistics.median(times["folded"]),
+        "max_abs": float(difference.max()),
+        "max_rel": float(difference.max()) / scale,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated architectures")
+    parser.add_argument("--formats", default="h5,keras")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=15)
+    args = parser.parse_args(argv)
+    archs = [a for a in ARCHS if not args.only or a.lower() in args.only.lower().split(",")]
+    directory = tempfile.mkdtemp(prefix="bench_fold_bn_")
+    print(f"{os.cpu_count()} CPUs; files in {directory}\n")
+    print("| model | format | command | wall s | x plain load | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    inference = []
+    for arch in archs:
+        for fmt in args.formats.split(","):
+            source = os.path.join(directory, f"{arch}.{fmt}")
+            output = os.path.join(directory, f"{arch}.folded.{fmt}")
+            subprocess.run([sys.executable, __file__, "--make", arch, source], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            results = bench_cli(source, output, args.repeat)
+            plain = results["plain load_model"][0]
+            for name, (wall, rss) in results.items():
+                print(f"| {arch} | {fmt} | {name} | {wall:.2f} | {wall / plain:.2f} | {rss:.0f} |", flush=True)
+            if fmt == args.formats.split(",")[0]:
+                inference.append((arch, fmt, bench_inference(source, output, args.calls)))
+    print("\n| model | original s/batch | folded s/batch | speedup | max abs error | max rel error |")
+    print("|---|---|---|---|---|---|")
+    for arch, fmt, r in inference:
+        print(f"| {arch} ({fmt}) | {r['original_s']:.3f} | {r['folded_s']:.3f} | {r['speedup']:.3f}x | "
+              f"{r['max_abs']:.2e} | {r['max_rel']:.2e} |")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--make":
+        make_model(sys.argv[2], sys.argv[3])
+        sys.exit(0)
+    sys.exit(main())
