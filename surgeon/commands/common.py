@@ -15,7 +15,7 @@ from surgeon.errors import SurgeonError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-ModelPath = Annotated[Path, typer.Argument(help="A Keras model file: .keras, or .h5 (Keras 3 or Keras 2).", show_default=False)]
+ModelPath = Annotated[Path, typer.Argument(metavar="MODEL", help="A Keras model file: .keras, or .h5 (Keras 3 or Keras 2).", show_default=False)]
 OutputPath = Annotated[Path, typer.Option("--output", "-o", help="Output file; .keras or .h5 picks the format.", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout instead of tables.")]

@@ -13,7 +13,7 @@ from surgeon.commands.common import EXIT_FAILED, Json, ModelPath, command, conso
 @command
 def diff(
     a: ModelPath,
-    b: Annotated[Path, typer.Argument(help="The model file to compare with A (same architecture, e.g. after fine-tuning).", show_default=False)],
+    b: Annotated[Path, typer.Argument(metavar="B", help="The model file to compare with A (same architecture, e.g. after fine-tuning).", show_default=False)],
     atol: Annotated[float, typer.Option("--atol", min=0.0, help="Weights within this absolute difference count as the same.")] = 0.0,
     as_json: Json = False,
     all_layers: Annotated[bool, typer.Option("--all-layers", help="List identical layers too, not only those that differ.")] = False,

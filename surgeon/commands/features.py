@@ -12,8 +12,8 @@ from surgeon.commands.common import AllowCode, Force, Json, command, console, pr
 
 @command
 def features(
-    base: Annotated[Path, typer.Argument(help="The base model file (as written by `surgeon split`).", show_default=False)],
-    data: Annotated[Path, typer.Argument(help="An .npy/.npz array file (.npz keyed by input name), or a folder of images with one sub-folder per class.", show_default=False)],
+    base: Annotated[Path, typer.Argument(metavar="BASE", help="The base model file (as written by `surgeon split`).", show_default=False)],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="An .npy/.npz array file (.npz keyed by input name), or a folder of images with one sub-folder per class.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Features file: .npy, or .npz (one array per base output).", show_default=False)],
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per batch.")] = 32,
     force: Force = False,

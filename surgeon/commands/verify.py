@@ -14,7 +14,7 @@ from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
 @command
 def verify(
     reference: ModelPath,
-    candidate: Annotated[Path, typer.Argument(help="The model file to check against the reference.", show_default=False)],
+    candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="The model file to check against the reference.", show_default=False)],
     inputs: Inputs = None,
     samples: Samples = DEFAULT_SAMPLES,
     atol: Atol = DEFAULT_ATOL,
