@@ -433,6 +433,21 @@ def test_mixed_float16_model_is_folded_in_float64_and_stored_in_float32():
     assert relative_error(outputs(folded, x)[0], outputs(original, x)[0]) < 5e-3
 
 
+def test_mixed_precision_file_verifies_with_a_float16_tolerance_and_says_so(tmp_path):
+    inp = keras.Input((8, 8, 3))
+    x = L.BatchNormalization(dtype="mixed_float16", name="bn")(L.Conv2D(8, 3, dtype="mixed_float16", name="k")(inp))
+    original = randomize(keras.Model(inp, L.Dense(3, dtype="float32", name="out")(L.ReLU(dtype="mixed_float16")(x))))
+    original.trainable = False
+    source, out = str(tmp_path / "mp.h5"), str(tmp_path / "folded.h5")
+    original.save(source)
+    result = fold_bn_file(source, out)
+    assert result.passed and result.verification.rtol == 1e-2
+    assert 0 < result.verification.max_rel < 1e-2
+    assert any("float16" in note for note in result.notes)
+    strict = fold_bn_file(source, out, force=True, verify=VerifyOptions(rtol=0.0, atol=0.0))
+    assert not strict.passed  # the float16 error is real, and an explicit tolerance is honoured
+
+
 # --- verification: catches wrong folds, writes nothing ---------------------------------------
 
 

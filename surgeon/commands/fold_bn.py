@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console,
+    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Samples, command, console,
     print_json,
 )
+from surgeon.fold import MIXED_PRECISION_RTOL
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
 
 
@@ -21,7 +22,9 @@ def fold_bn(
     no_verify: NoVerify = False,
     samples: Samples = DEFAULT_SAMPLES,
     atol: Atol = DEFAULT_ATOL,
-    rtol: Rtol = DEFAULT_RTOL,
+    rtol: Annotated[float | None, typer.Option("--rtol", min=0.0, show_default=False, help=(
+        f"Tolerance relative to each output's largest magnitude [default: {DEFAULT_RTOL:g}; "
+        f"{MIXED_PRECISION_RTOL:g} when layers compute in float16]."))] = None,
     inputs: Inputs = None,
     as_json: Json = False,
     force: Force = False,
