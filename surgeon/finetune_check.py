@@ -68,6 +68,24 @@ def check_fine_tuning(
         >>> report.passed, report.checks["frozen_unchanged"]
         (True, True)
     """
+    # Op determinism is process-global: switch it off again afterwards if it was off, so that a
+    # library caller's own training (in the same process) keeps its speed. The global seeds set
+    # by keras.utils.set_random_seed are not restored. TF 2.21 exports enable_ but not the query
+    # or disable_ functions publicly; without them, determinism simply stays on.
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        was_enabled = tf_config.is_op_determinism_enabled()
+    except (ImportError, AttributeError):
+        tf_config, was_enabled = None, True
+    try:
+        return _check(path, steps, batch_size, seed, allow_code)
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()
+
+
+def _check(path: str, steps: int, batch_size: int, seed: int, allow_code: bool) -> FineTuneReport:
     from surgeon.verify import load_plain
 
     _deterministic(seed)
@@ -126,9 +144,8 @@ def _deterministic(seed: int) -> None:
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    # Process-global and irreversible for the rest of the process in practice: every later
-    # TensorFlow op in this process runs its deterministic kernel (slower for some GPU ops; on
-    # CPU the difference is small). surgeon runs one command per process, so this is acceptable.
+    # Process-global: every TensorFlow op in this process runs its deterministic kernel until
+    # check_fine_tuning switches it back off (slower for some GPU ops; on CPU the cost is small).
     tf.config.experimental.enable_op_determinism()
 
 
