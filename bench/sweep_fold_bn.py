@@ -81,7 +81,8 @@ def build(arch: str, variant: str):
     fn = getattr(keras.applications, arch)
     shape = ARCHS[arch]
     if variant == "flat":
-        model = fn(weights=None, input_shape=shape, classes=10)
+        # Logits, not softmax: a saturated softmax would hide any error from the comparison.
+        model = fn(weights=None, input_shape=shape, classes=10, classifier_activation=None)
         randomize_bn(model)
         model.trainable = False
         return model
