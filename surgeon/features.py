@@ -24,6 +24,7 @@ import numpy as np
 
 from surgeon.errors import SurgeonError
 from surgeon.io.output import pending_outputs
+from surgeon.passes.split import feature_keys
 
 IMAGE_PREPROCESSING = (
     "decoded, converted to {mode}, resized to {height}x{width} (bilinear, aspect ratio not kept), "
@@ -112,13 +113,8 @@ def _input_names(model) -> list[str]:
 
 
 def _output_keys(model) -> list[str]:
-    keys: list[str] = []
-    for name in list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))]):
-        key, counter = name, 1
-        while key in keys:  # a layer called twice gives two outputs of one name
-            key, counter = f"{name}_{counter}", counter + 1
-        keys.append(key)
-    return keys
+    # The same keys `split` gives the top's inputs, so that top.fit(dict(np.load(out)), y) works.
+    return feature_keys(list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))]))
 
 
 def _check_output(path: str, keys: list[str], force: bool) -> None:

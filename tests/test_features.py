@@ -30,12 +30,17 @@ def nested_parts(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def resnet_cut_base(tmp_path_factory):
+def resnet_cut(tmp_path_factory):
     """A base with two outputs: convbn cut after conv2 (the skip tensor and the conv output)."""
     folder = tmp_path_factory.mktemp("convbn_parts")
     result = split_file(str(FIXTURES / "convbn.keras"), at="conv2", directory=str(folder))
     assert result.passed
-    return result.base
+    return result
+
+
+@pytest.fixture(scope="module")
+def resnet_cut_base(resnet_cut):
+    return resnet_cut.base
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +69,16 @@ def test_several_outputs_go_to_an_npz_keyed_by_output_from_a_memory_mapped_npz(r
     assert list(written.keys()) == ["relu1", "conv2"]
     for key, want in zip(written.keys(), expected):
         np.testing.assert_allclose(written[key], want, rtol=1e-6, atol=1e-5)
+
+
+def test_npz_keys_are_the_top_input_names_so_the_top_takes_the_file_as_is(resnet_cut, images, tmp_path):
+    np.save(tmp_path / "x.npy", images)
+    extract_features(resnet_cut.base, str(tmp_path / "x.npy"), str(tmp_path / "f.npz"), progress=False)
+    top = keras.models.load_model(resnet_cut.top)
+    features = dict(np.load(tmp_path / "f.npz"))
+    assert sorted(features) == sorted(t._keras_history[0].name for t in top.inputs)
+    expected = keras.models.load_model(FIXTURES / "convbn.keras")(images)
+    np.testing.assert_allclose(np.asarray(top(features)), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
 def test_compressed_npz_gives_the_same_features(resnet_cut_base, images, tmp_path):

@@ -31,7 +31,7 @@ def features(
     from surgeon.features import extract_features
 
     result = extract_features(str(base), str(data), str(output), batch_size=batch_size, force=force,
-                              progress=not as_json, allow_code=allow_code)
+                              progress=True, allow_code=allow_code)
     if as_json:
         print_json(result.to_json())
         return 0

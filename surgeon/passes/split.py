@@ -112,6 +112,7 @@ def split(spec: ModelSpec, at: str | None = None, *, fold_bn: bool = False) -> t
             _import_fold_bn()
         base, report = REGISTRY["fold_bn"](base)
         base_passes.append(report)
+    _name_top_inputs_like_base_outputs(top.config, base.config, halves.cut)
     report = SplitReport(
         at=at, chosen_by=chosen_by, cut=halves.cut, passthrough_inputs=[t[0] for t in halves.passthrough],
         base_inputs=[t[0] for t in halves.base_inputs],
@@ -123,6 +124,53 @@ def split(spec: ModelSpec, at: str | None = None, *, fold_bn: bool = False) -> t
             f"the top also takes the model input(s) {', '.join(report.passthrough_inputs)} directly, after the features"
         )
     return base, top, report
+
+
+def feature_keys(output_layer_names: list[str]) -> list[str]:
+    """Keras names a model's outputs after the layers computing them; a layer called twice gives
+    two outputs of one name, told apart here as name, name_1, ... (the keys ``features`` writes)."""
+    keys: list[str] = []
+    for name in output_layer_names:
+        key, counter = name, 1
+        while key in keys:
+            key, counter = f"{name}_{counter}", counter + 1
+        keys.append(key)
+    return keys
+
+
+def _name_top_inputs_like_base_outputs(top: dict, base: dict, cut: list[CutTensor]) -> None:
+    """Rename the top's cut inputs to the base's output names, so that the .npz ``features`` writes
+    is keyed by the top's input names: ``top.fit(dict(np.load("features.npz")), y)`` works."""
+    keys = feature_keys([ref[0] for ref in io_refs(base["config"]["output_layers"])])
+    others = {_name(layer) for layer in top["config"]["layers"]} - {t.name for t in cut}
+    mapping = {t.name: key for t, key in zip(cut, keys) if key not in others and t.name != key}
+    if len(set(mapping.values()) | ({t.name for t in cut} - set(mapping))) != len(cut):
+        return  # the renaming would merge two inputs; keep the names
+    for layer in top["config"]["layers"]:
+        if layer.get("class_name") == "InputLayer" and _name(layer) in mapping:
+            layer["name"] = layer["config"]["name"] = mapping[_name(layer)]
+        if layer.get("inbound_nodes"):
+            layer["inbound_nodes"] = map_tensor_refs(layer["inbound_nodes"], lambda t: _renamed(t, mapping))
+    top["config"]["input_layers"] = _rename_io(top["config"]["input_layers"], mapping)
+    for tensor in cut:
+        tensor.name = mapping.get(tensor.name, tensor.name)
+
+
+def _renamed(tensor: dict, mapping: dict[str, str]) -> dict:
+    name, node, index = tensor["config"]["keras_history"]
+    if name not in mapping:
+        return tensor
+    tensor = copy.deepcopy(tensor)
+    tensor["config"]["keras_history"] = [mapping[name], node, index]
+    return tensor
+
+
+def _rename_io(struct, mapping: dict[str, str]):
+    if isinstance(struct, list) and len(struct) == 3 and isinstance(struct[0], str):
+        return [mapping.get(struct[0], struct[0]), struct[1], struct[2]]
+    if isinstance(struct, dict):
+        return {key: _rename_io(value, mapping) for key, value in struct.items()}
+    return [_rename_io(value, mapping) for value in struct]
 
 
 def _import_fold_bn() -> None:
@@ -167,8 +215,12 @@ class _LevelCut:
     passthrough: list[Tensor]  # model input tensors the top uses itself
 
 
-def _analyse(graph: Graph, at: str) -> tuple[_LevelCut, list[str]]:
-    """The partition a cut after ``at`` makes at this level, and why it is invalid (empty: valid)."""
+def _analyse(graph: Graph, at: str, *, inside: bool = False) -> tuple[_LevelCut, list[str]]:
+    """The partition a cut after ``at`` makes at this level, and why it is invalid (empty: valid).
+
+    ``inside``: the cut is inside the nested model ``at``, whose second half joins the top, so the
+    top is not empty and the model's outputs ``at`` computes are computed by the top.
+    """
     at_nodes = [(at, i) for i in range(graph.call_count(at))]
     base: set[Node] = set()
     stack = list(at_nodes)
@@ -187,7 +239,7 @@ def _analyse(graph: Graph, at: str) -> tuple[_LevelCut, list[str]]:
     input_names = {t[0] for t in graph.inputs}
     if at in input_names:
         problems.append(f"'{at}' is a model input: the base would be empty")
-    if not [node for node in top if node[0] not in input_names]:
+    if not inside and not [node for node in top if node[0] not in input_names]:
         problems.append(f"nothing comes after '{at}': the top would be empty")
     shared = sorted({n for n, _ in base} & {n for n, _ in top_set})
     if shared:
@@ -213,7 +265,10 @@ def _analyse(graph: Graph, at: str) -> tuple[_LevelCut, list[str]]:
             f"layer(s) {', '.join(beside)} take tensors from the base side but do not depend on '{at}' "
             "(they run beside the cut: the features would hold their inputs and the top would redo their work)"
         )
-    base_outputs = sorted({t[0] for t in graph.outputs if graph.producer(t) in base and t[0] not in input_names})
+    base_outputs = sorted({
+        t[0] for t in graph.outputs
+        if graph.producer(t) in base and t[0] not in input_names and not (inside and t[0] == at)
+    })
     if base_outputs and not problems:
         problems.append(f"model output(s) {', '.join(base_outputs)} would be computed by the base; cut after them")
 
@@ -261,7 +316,7 @@ def _split_model(model: dict, at: list[str], prefix: str) -> _Halves:
         raise SurgeonError(f"no layer named '{prefix}{name}' in the model (layers here: {known}); run `surgeon inspect` to list them")
     if len(at) > 1 and not is_model_config(graph.layers[name]):
         raise SurgeonError(f"'{prefix}{name}' is not a nested model, so '{prefix}{'/'.join(at)}' names no layer")
-    level, problems = _analyse(graph, name)
+    level, problems = _analyse(graph, name, inside=len(at) > 1)
     if problems:
         near = valid_cuts_near(graph, name)
         hint = f"; valid cuts near it: {', '.join(prefix + n for n in near)}" if near else "; pick another --at"
@@ -387,9 +442,11 @@ def _io_struct(refs: list[Tensor]) -> list:
 
 
 def _input_layer(name: str, shape, dtype: str) -> dict:
+    if shape is None:
+        raise SurgeonError(f"Keras recorded no shape for the tensor '{name}' crossing the cut; pick another --at")
     return {
         "module": "keras.layers", "class_name": "InputLayer", "registered_name": None, "name": name,
-        "config": {"batch_shape": list(shape) if shape is not None else None, "dtype": dtype, "sparse": False,
+        "config": {"batch_shape": list(shape), "dtype": dtype, "sparse": False,
                    "ragged": False, "name": name, "optional": False},
         "inbound_nodes": [],
     }
@@ -416,7 +473,7 @@ def _recorded_shapes(model: dict) -> dict[Tensor, tuple[Any, str]]:
         elif isinstance(obj, dict):
             for value in obj.values():
                 visit(value)
-        elif isinstance(obj, list):
+        elif isinstance(obj, (list, tuple)):  # configs serialized in memory hold tuples
             for value in obj:
                 visit(value)
 
