@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from surgeon.passes import PassReport
 from surgeon.passes.fold_bn import fold_bn, mode_dependent_layers
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
 from surgeon.spec import ModelSpec
-from surgeon.verify import DEFAULT_RTOL
+from surgeon.verify import DEFAULT_RTOL, DEFAULT_SAMPLES
 
 # float16 compute rounds every layer to ~1e-3: two equivalent mixed-precision models (folded or
 # not) differ by about that much of the output scale (measured: 7e-4 MobileNetV2, 1.1e-3
 # ResNet50). 1e-2 still fails a wrong-axis fold, which is off by 1e-1 or more.
 MIXED_PRECISION_RTOL = 1e-2
 LOW_PRECISION = ("float16", "bfloat16")
+# Input values per verification run when --samples is not given: two 224x224 RGB images. A fold
+# error is per channel, so it shows at every position of every sample; more samples of a large
+# input add time (three forward passes each), not power. Small inputs keep DEFAULT_SAMPLES.
+SAMPLE_BUDGET = 2 * 224 * 224 * 3
+MIN_SAMPLES = 2
 
 
 def fold_bn_file(
@@ -38,20 +45,26 @@ def fold_bn_file(
     (a folded model must not change with the mode). ``verify.training_check`` is decided here.
 
     ``verify.rtol=None`` (the default) means DEFAULT_RTOL, or MIXED_PRECISION_RTOL when layers
-    compute in float16/bfloat16; the report says which was used.
+    compute in float16/bfloat16; ``verify.samples=None`` (the default) means DEFAULT_SAMPLES, or
+    fewer (at least MIN_SAMPLES) for inputs larger than SAMPLE_BUDGET values in all. The notes say
+    which were used.
 
     Example:
         >>> result = fold_bn_file("fixtures/convbn.h5", "folded.h5")
         >>> result.passed, result.verification.max_rel < 1e-5
         (True, True)
     """
-    options = dataclasses.replace(verify or VerifyOptions(rtol=None))
+    options = dataclasses.replace(verify or VerifyOptions(rtol=None, samples=None))
     notes: list[str] = []
 
     def fold_and_choose_check(spec: ModelSpec) -> tuple[ModelSpec, PassReport]:
         # rewrite_file runs the passes before it verifies: what is left after the pass decides
         # whether a training-mode comparison is meaningful.
         folded, report = fold_bn(spec, fold_all=fold_all)
+        if options.samples is None:
+            options.samples = verification_samples(spec)
+            if options.samples < DEFAULT_SAMPLES and options.enabled and not options.inputs:
+                notes.append(f"verified on {options.samples} samples: the inputs are large (--samples overrides)")
         if options.rtol is None:
             low = low_precision_layers(spec)
             options.rtol = MIXED_PRECISION_RTOL if low else DEFAULT_RTOL
@@ -71,6 +84,20 @@ def fold_bn_file(
     result = rewrite_file(input_path, output_path, [fold_and_choose_check], force=force, verify=options, allow_code=allow_code)
     result.notes = list(result.notes) + notes
     return result
+
+
+def verification_samples(spec: ModelSpec) -> int:
+    """DEFAULT_SAMPLES, or as many samples as fit SAMPLE_BUDGET input values (at least MIN_SAMPLES)."""
+    per_sample = 0
+    for path, layer in spec.layers():
+        if "/" in path or layer.get("class_name") != "InputLayer":
+            continue
+        shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape") or [None]
+        # surgeon.verify.seeded_inputs makes unknown sizes 32.
+        per_sample += int(np.prod([32 if d is None else d for d in shape[1:]], dtype=np.int64))
+    if per_sample == 0:
+        return DEFAULT_SAMPLES
+    return max(MIN_SAMPLES, min(DEFAULT_SAMPLES, SAMPLE_BUDGET // per_sample))
 
 
 def low_precision_layers(spec: ModelSpec) -> list[str]:

@@ -550,3 +550,15 @@ def test_compiled_input_gives_a_compiled_output_that_fine_tunes(tmp_path):
     x = inputs_for(folded, batch=4)[0]
     history = folded.fit(x, np.zeros((4,) + tuple(folded.outputs[0].shape[1:])), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_verification_uses_fewer_samples_only_for_large_inputs():
+    from surgeon.fold import verification_samples
+    from surgeon.io import read_model
+
+    spec = read_model(fixture_path("convbn.h5"), values=False)
+    assert verification_samples(spec) == 8  # 16x16x3
+    spec.config["config"]["layers"][0]["config"]["batch_shape"] = [None, 224, 224, 3]
+    assert verification_samples(spec) == 2
+    spec.config["config"]["layers"][0]["config"]["batch_shape"] = [None, 112, 112, 3]
+    assert verification_samples(spec) == 8

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Samples, command, console,
+    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, command, console,
     print_json,
 )
 from surgeon.fold import MIXED_PRECISION_RTOL
@@ -20,7 +20,9 @@ def fold_bn(
     output: OutputPath,
     fold_all: Annotated[bool, typer.Option("--all", help="Also fold trainable BatchNormalization layers (for deployment; changes what fine-tuning does).")] = False,
     no_verify: NoVerify = False,
-    samples: Samples = DEFAULT_SAMPLES,
+    samples: Annotated[int | None, typer.Option("--samples", min=1, show_default=False, help=(
+        f"Seeded random inputs used for verification [default: {DEFAULT_SAMPLES}, fewer (>= 2) for inputs "
+        "larger than two 224x224 images]."))] = None,
     atol: Atol = DEFAULT_ATOL,
     rtol: Annotated[float | None, typer.Option("--rtol", min=0.0, show_default=False, help=(
         f"Tolerance relative to each output's largest magnitude [default: {DEFAULT_RTOL:g}; "
