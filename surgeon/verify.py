@@ -66,8 +66,10 @@ def load_plain(path: str, *, allow_code: bool = False):
 def seeded_inputs(model, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[np.ndarray]:
     """Deterministic inputs shaped from the model's input spec, in a range that suits images.
 
-    3-channel image tensors get pixel-like values in [0, 255]; other float inputs a standard
-    normal; integer inputs small non-negative ids. Unknown (None) sizes become 32.
+    Float inputs are uniform in [-1, 1] (what ``preprocess_input`` gives most applications);
+    pixel values in [0, 255] would saturate a softmax head and hide a wrong weight behind
+    outputs of exactly 0 and 1. Integer inputs are small non-negative ids; unknown (None)
+    sizes become 32.
     """
     rng = np.random.default_rng(seed)
     arrays = []
@@ -76,10 +78,8 @@ def seeded_inputs(model, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[
         dtype = np.dtype(str(tensor.dtype))
         if np.issubdtype(dtype, np.integer):
             arrays.append(rng.integers(0, 10, size=shape).astype(dtype))
-        elif len(shape) >= 4 and 3 in (shape[1], shape[-1]):
-            arrays.append(rng.uniform(0.0, 255.0, size=shape).astype(dtype))
         else:
-            arrays.append(rng.standard_normal(size=shape).astype(dtype))
+            arrays.append(rng.uniform(-1.0, 1.0, size=shape).astype(dtype))
     return arrays
 
 

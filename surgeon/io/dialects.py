@@ -7,6 +7,7 @@ Sequential models become Functional. Past this point nothing knows which dialect
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Callable
 
@@ -14,7 +15,7 @@ from surgeon.errors import SurgeonError
 from surgeon.io import keras3_fixups
 from surgeon.io.sequential import sequential_to_functional
 from surgeon.io.weight_names import weight_names
-from surgeon.spec import MODEL_CLASSES, iter_layers
+from surgeon.spec import MODEL_CLASSES, is_model_config, iter_layers, layer_name
 
 
 @dataclasses.dataclass
@@ -48,6 +49,8 @@ def translate(model_config, training_config: dict | None, keras_version: str | N
         if training_config:
             training_config = keras2.translate_training_config(training_config)
     _check_model_config(model_config)
+    model_config = copy.deepcopy(model_config)
+    _shift_io_refs(model_config, -1)
     model_config = sequential_to_functional(model_config)
 
     model_config, fixups = keras3_fixups.fix_keras3_config(model_config)
@@ -105,3 +108,40 @@ def add_modules(model: dict) -> None:
         else:
             layer.setdefault("module", "keras.layers")
             layer.setdefault("registered_name", None)
+
+
+# Keras 3 counts a nested Functional model's own creation node when a model's ``input_layers`` /
+# ``output_layers`` name it (keras/src/models/functional.py, functional_from_config.get_tensor:
+# "Functional models start out with a built-in node", node_index -= 1), but not in inbound nodes,
+# and not for Sequential. The spec uses call indices everywhere; these two convert at the doors.
+_COUNTS_CREATION_NODE = ("Functional", "Model")
+
+
+def _shift_io_refs(model: dict, delta: int) -> None:
+    config = model["config"]
+    shifted = set()
+    for layer in config["layers"]:
+        if is_model_config(layer):
+            _shift_io_refs(layer, delta)
+            if layer.get("class_name") in _COUNTS_CREATION_NODE:
+                shifted.add(layer_name(layer))
+
+    def shift(struct):
+        if isinstance(struct, list) and len(struct) == 3 and isinstance(struct[0], str):
+            return [struct[0], int(struct[1]) + delta, struct[2]] if struct[0] in shifted else struct
+        if isinstance(struct, dict):
+            return {key: shift(value) for key, value in struct.items()}
+        if isinstance(struct, list):
+            return [shift(value) for value in struct]
+        return struct
+
+    for key in ("input_layers", "output_layers"):
+        if key in config:
+            config[key] = shift(config[key])
+
+
+def to_keras_config(model_config: dict) -> dict:
+    """The spec's config as Keras 3 expects to read it (a copy)."""
+    keras_config = copy.deepcopy(model_config)
+    _shift_io_refs(keras_config, +1)
+    return keras_config

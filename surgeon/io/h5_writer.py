@@ -18,6 +18,7 @@ import numpy as np
 
 from surgeon.graph import Graph
 from surgeon.io.compile_config import to_training_config
+from surgeon.io.dialects import to_keras_config
 from surgeon.io.hdf5 import write_name_list
 from surgeon.io.weight_names import is_trainable_weight
 from surgeon.spec import ModelSpec, is_model_config, layer_name, trainable_flag
@@ -35,7 +36,7 @@ def write_h5(spec: ModelSpec, path: str) -> None:
     with h5py.File(path, "w") as handle:
         handle.attrs["backend"] = "tensorflow"
         handle.attrs["keras_version"] = version
-        handle.attrs["model_config"] = json.dumps(spec.config)
+        handle.attrs["model_config"] = json.dumps(to_keras_config(spec.config))
         training_config = to_training_config(spec.compile_config)
         if training_config:
             handle.attrs["training_config"] = json.dumps(training_config)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import sys
 
 import numpy as np
 
 from surgeon.errors import SurgeonError
+from surgeon.io.dialects import to_keras_config
 from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers
 
 # Layers whose config carries Python code that Keras would run (marshalled bytecode or a
@@ -58,8 +58,8 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
 
     try:
         with keras.saving.custom_object_scope({}):
-            # Functional.from_config pops keys out of the dict it is given: hand it a copy.
-            model = keras.saving.deserialize_keras_object(copy.deepcopy(spec.config), safe_mode=not allow_code)
+            # to_keras_config returns a copy: Functional.from_config pops keys out of its dict.
+            model = keras.saving.deserialize_keras_object(to_keras_config(spec.config), safe_mode=not allow_code)
     except SurgeonError:
         raise
     except Exception as error:  # Keras raises TypeError/ValueError/AttributeError with long texts
