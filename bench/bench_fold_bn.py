@@ -2,7 +2,9 @@
 
 (a) Wall time and peak RSS of ``surgeon fold-bn`` with and without verification, each a fresh
     process, side by side with a process that only runs ``keras.models.load_model`` on the same
-    file (median of --repeat runs; peak RSS from os.wait4's rusage of that one child).
+    file (median of --repeat runs; peak RSS from os.wait4's rusage of that one child). Linux
+    counts the RSS a child had before exec (a copy of its parent's), so this process never
+    imports Keras: models are made and inference is timed in child processes.
 (b) Inference time of the folded vs the original model: batch 32, one process, both loaded with
     plain Keras, ``predict_on_batch`` calls interleaved (original, folded, original, ...), medians
     and their ratio.
@@ -17,6 +19,7 @@ Usage: python bench/bench_fold_bn.py [--only ResNet50] [--formats h5,keras] [--r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -120,7 +123,9 @@ def main(argv=None) -> int:
             for name, (wall, rss) in results.items():
                 print(f"| {arch} | {fmt} | {name} | {wall:.2f} | {wall / plain:.2f} | {rss:.0f} |", flush=True)
             if fmt == args.formats.split(",")[0]:
-                inference.append((arch, fmt, bench_inference(source, output, args.calls)))
+                done = subprocess.run([sys.executable, __file__, "--infer", source, output, str(args.calls)], check=True,
+                                      capture_output=True, text=True)
+                inference.append((arch, fmt, json.loads(done.stdout.strip().splitlines()[-1])))
     print("\n| model | original s/batch | folded s/batch | speedup | max abs error | max rel error |")
     print("|---|---|---|---|---|---|")
     for arch, fmt, r in inference:
@@ -132,5 +137,8 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--make":
         make_model(sys.argv[2], sys.argv[3])
+        sys.exit(0)
+    if len(sys.argv) == 5 and sys.argv[1] == "--infer":
+        print(json.dumps(bench_inference(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
         sys.exit(0)
     sys.exit(main())

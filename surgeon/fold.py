@@ -57,33 +57,39 @@ def fold_bn_file(
     options = dataclasses.replace(verify or VerifyOptions(rtol=None, samples=None))
     notes: list[str] = []
 
-    def fold_and_choose_check(spec: ModelSpec) -> tuple[ModelSpec, PassReport]:
-        # rewrite_file runs the passes before it verifies: what is left after the pass decides
-        # whether a training-mode comparison is meaningful.
+    def fold_and_choose_checks(spec: ModelSpec) -> tuple[ModelSpec, PassReport]:
+        # rewrite_file runs the passes before it verifies: what the model holds, and what is left
+        # after the pass, decide how the written file is checked.
         folded, report = fold_bn(spec, fold_all=fold_all)
-        if options.samples is None:
-            options.samples = verification_samples(spec)
-            if options.samples < DEFAULT_SAMPLES and options.enabled and not options.inputs:
-                notes.append(f"verified on {options.samples} samples: the inputs are large (--samples overrides)")
-        if options.rtol is None:
-            low = low_precision_layers(spec)
-            options.rtol = MIXED_PRECISION_RTOL if low else DEFAULT_RTOL
-            if low and options.enabled:
-                notes.append(f"{len(low)} layer(s) compute in float16/bfloat16: verified with rtol={options.rtol:g} "
-                             "(the error reported below is what mixed precision leaves; --rtol overrides)")
-        left = mode_dependent_layers(folded)
-        options.training_check = not left
-        if options.enabled:
-            if left:
-                shown = ", ".join(left[:4]) + (", ..." if len(left) > 4 else "")
-                notes.append(f"training-mode check skipped: {len(left)} layer(s) still act in training mode ({shown})")
-            else:
-                notes.append("training-mode check run: no BatchNormalization, Dropout or noise layer is left")
+        notes.extend(_choose_checks(spec, folded, options))
         return folded, report
 
-    result = rewrite_file(input_path, output_path, [fold_and_choose_check], force=force, verify=options, allow_code=allow_code)
+    result = rewrite_file(input_path, output_path, [fold_and_choose_checks], force=force, verify=options, allow_code=allow_code)
     result.notes = list(result.notes) + notes
     return result
+
+
+def _choose_checks(original: ModelSpec, folded: ModelSpec, options: VerifyOptions) -> list[str]:
+    """Fill in samples, rtol and training_check; return notes that say what was chosen and why."""
+    notes = []
+    if options.samples is None:
+        options.samples = verification_samples(original)
+        if options.samples < DEFAULT_SAMPLES and options.enabled and not options.inputs:
+            notes.append(f"verified on {options.samples} samples: the inputs are large (--samples overrides)")
+    if options.rtol is None:
+        low = low_precision_layers(original)
+        options.rtol = MIXED_PRECISION_RTOL if low else DEFAULT_RTOL
+        if low and options.enabled:
+            notes.append(f"{len(low)} layer(s) compute in float16/bfloat16: verified with rtol={options.rtol:g} "
+                         "(the error reported below is what mixed precision leaves; --rtol overrides)")
+    left = mode_dependent_layers(folded)
+    options.training_check = not left
+    if options.enabled and left:
+        shown = ", ".join(left[:4]) + (", ..." if len(left) > 4 else "")
+        notes.append(f"training-mode check skipped: {len(left)} layer(s) still act in training mode ({shown})")
+    elif options.enabled:
+        notes.append("training-mode check run: no BatchNormalization, Dropout or noise layer is left")
+    return notes
 
 
 def verification_samples(spec: ModelSpec) -> int:

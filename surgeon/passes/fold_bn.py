@@ -263,7 +263,7 @@ def _plan_after(level: _Level, bn: _BatchNorm, consumers, outputs, frozen) -> _F
     """A BN after a linear layer whose output feeds only the BN: scale the output channels."""
     if bn.calls > 1:
         return None
-    producer_name, node_index, tensor_index = bn.source
+    producer_name = bn.source[0]
     producer = level.graph.layers[producer_name]
     pattern = PATTERNS.get(producer.get("class_name"))
     if pattern is None:
@@ -305,7 +305,7 @@ def _plan_before(level: _Level, bn: _BatchNorm, consumers, outputs, frozen) -> _
     if not users or out in outputs:
         return None
     folds = []
-    for user, node_index in users:
+    for user, _ in users:
         fold = _before_one(level, bn, user, consumers, outputs, frozen)
         if isinstance(fold, str):
             # The "after" reason, if any, is the more telling one for the usual conv -> BN chain.
