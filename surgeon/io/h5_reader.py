@@ -13,21 +13,23 @@ import h5py
 from surgeon.errors import SurgeonError
 from surgeon.io import compile_config as compile_forms
 from surgeon.io import dialects
-from surgeon.io.hdf5 import decode, read_json_attr, read_name_list
+from surgeon.io.consistency import check_layer_entries, check_spec
+from surgeon.io.hdf5 import decode, read_dataset, read_json_attr, read_name_list
 from surgeon.io.weight_names import weight_names
-from surgeon.spec import ModelSpec, Source, WeightShape, is_model_config, iter_layers, layer_name
+from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers, layer_name
 
 
 def read_h5(path: str, *, values: bool = True) -> ModelSpec:
     try:
         handle = h5py.File(path, "r")
-    except OSError:
+    except (OSError, RuntimeError):
         raise SurgeonError(f"'{path}' is a truncated or corrupt HDF5 file; save or download it again") from None
     with handle:
         try:
             return _read_open_file(handle, path, values)
-        except (KeyError, OSError, ValueError, TypeError) as error:
-            # h5py raises these for damaged datasets and groups deep inside the file.
+        except (KeyError, OSError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as error:
+            # h5py raises these for damaged datasets and groups deep inside the file (RuntimeError:
+            # corrupt B-trees and heaps, found by fuzzing bytes: tests/test_fuzz.py).
             raise SurgeonError(f"'{path}' is damaged or incomplete ({type(error).__name__}: {error}); save it again") from None
 
 
@@ -45,6 +47,7 @@ def _read_open_file(handle: h5py.File, path: str, values: bool) -> ModelSpec:
         keras_version = decode(handle["model_weights"].attrs.get("keras_version", "")) or None
     training_config = read_json_attr(handle, "training_config", path)
 
+    check_layer_entries(model_config)
     door = dialects.translate(model_config, training_config, keras_version)
     spec = ModelSpec(
         config=door.config,
@@ -58,6 +61,7 @@ def _read_open_file(handle: h5py.File, path: str, values: bool) -> ModelSpec:
         raise SurgeonError(f"'{path}' has a model config but no weights; save the model again with model.save")
     spec.weights = _read_weights(handle["model_weights"], spec.config, door.original_name, values)
     spec.weights = door.map_weights(spec.weights)
+    check_spec(spec)
     return spec
 
 
@@ -81,8 +85,7 @@ def _read_weights(group: h5py.Group, model_config: dict, original_name, values: 
         owners = _owners(layer, name, original_name)
         for weight_name in names:
             owner, variable = _split_weight_name(weight_name, owners, name)
-            dataset = layer_group[weight_name]
-            weights.setdefault(owner, {})[variable] = dataset[()] if values else WeightShape(dataset.shape, dataset.dtype)
+            weights.setdefault(owner, {})[variable] = read_dataset(layer_group[weight_name], values, "the file")
     return _keras3_order(weights, model_config)
 
 

@@ -48,3 +48,35 @@ def read_json_attr(handle, name: str, path: str):
         return json.loads(decode(raw))
     except (ValueError, UnicodeDecodeError):
         raise SurgeonError(f"the '{name}' stored in '{path}' is not valid JSON; the file is corrupt") from None
+
+
+# A compressed dataset may legitimately declare more bytes than it stores (Keras never compresses,
+# but h5py users may); beyond this ratio the declaration is not believable.
+MAX_COMPRESSION_RATIO = 1000
+
+
+def read_dataset(dataset, values: bool, where: str):
+    """A weight's array (or only its shape with ``values=False``), checked before anything is allocated.
+
+    A damaged or hostile file can declare a shape of 10^12 elements in a few bytes; reading it
+    would try to allocate terabytes. The declared size is compared with what the file stores.
+    """
+    import h5py
+
+    from surgeon.spec import WeightShape
+
+    if not isinstance(dataset, h5py.Dataset):
+        raise SurgeonError(f"'{dataset.name}' in {where} should be a weight array but is a {type(dataset).__name__}; the file is corrupt")
+    name = dataset.name
+    if dataset.dtype.kind not in "biuf":
+        raise SurgeonError(f"weight '{name}' in {where} holds {dataset.dtype} data, not numbers; the file is corrupt")
+    declared = int(np.prod(dataset.shape, dtype=object)) * dataset.dtype.itemsize if dataset.shape else dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    compressed = dataset.chunks is not None and dataset.id.get_create_plist().get_nfilters() > 0
+    limit = stored * MAX_COMPRESSION_RATIO + 2**20 if compressed else stored
+    if declared > limit:
+        raise SurgeonError(
+            f"weight '{name}' in {where} declares shape {tuple(dataset.shape)} ({declared:,} bytes) but the file "
+            f"stores {stored:,} bytes for it; the file is truncated or corrupt"
+        )
+    return dataset[()] if values else WeightShape(tuple(dataset.shape), dataset.dtype)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 
 import h5py
 
 from surgeon.errors import SurgeonError
 from surgeon.io import dialects
-from surgeon.io.hdf5 import decode
+from surgeon.io.consistency import check_layer_entries, check_spec
+from surgeon.io.hdf5 import decode, read_dataset
 from surgeon.io.weight_names import weight_names
-from surgeon.spec import ModelSpec, Source, WeightShape, iter_layers
+from surgeon.spec import ModelSpec, Source, iter_layers
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -38,24 +40,26 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
         try:
             config = json.loads(archive.read(CONFIG))
             metadata = json.loads(archive.read(METADATA)) if METADATA in names else {}
-        except (ValueError, zipfile.BadZipFile, OSError, EOFError) as error:
+        except (ValueError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:  # zlib: a damaged deflated member
             raise SurgeonError(f"cannot read the config inside '{path}' ({error}); the file is corrupt") from None
         if not isinstance(config, dict):
             raise SurgeonError(f"the config inside '{path}' is not a JSON object; the file is corrupt")
         compile_config = config.pop("compile_config", None)
-        door = dialects.translate(config, None, metadata.get("keras_version"))
+        version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+        version = version if isinstance(version, str) else None
+        door = _translate(config, version, path)
         spec = ModelSpec(
             config=door.config,
             weights={},
             compile_config=compile_config or None,
-            source=Source(path=path, format="keras", keras_version=metadata.get("keras_version"), dialect=door.dialect),
+            source=Source(path=path, format="keras", keras_version=version, dialect=door.dialect),
             notes=door.notes,
         )
         if WEIGHTS not in names:
             raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
         try:
             weights_file = _open_member(archive, path)
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
             raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
     try:
         with weights_file, h5py.File(weights_file, "r") as handle:
@@ -63,9 +67,20 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
             spec.optimizer_variables = _optimizer_variables(handle)
     except OSError:
         raise SurgeonError(f"the weights inside '{path}' are not a valid HDF5 file; the file is corrupt") from None
-    except (KeyError, ValueError, TypeError) as error:
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as error:
+        # RuntimeError: h5py on corrupt B-trees and heaps (found by fuzzing bytes: tests/test_fuzz.py).
         raise SurgeonError(f"the weights inside '{path}' are damaged ({error}); save the model again") from None
+    check_spec(spec)
     return spec
+
+
+def _translate(config: dict, version: str | None, path: str) -> dialects.Door:
+    check_layer_entries(config)
+    try:
+        return dialects.translate(config, None, version)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
+        # A malformed config trips the translation somewhere deep inside; the file is at fault.
+        raise SurgeonError(f"the config inside '{path}' is malformed ({type(error).__name__}: {error}); the file is corrupt") from None
 
 
 class _MemberFile(io.RawIOBase):
@@ -151,9 +166,7 @@ def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str
                 layer = known.get(layer_path, {})
                 names = weight_names(layer.get("class_name", ""), layer.get("config", {}), count)
                 stored = [variables[str(index)] for index in range(count)]
-                weights[layer_path] = {
-                    n: (d[()] if values else WeightShape(d.shape, d.dtype)) for n, d in zip(names, stored)
-                }
+                weights[layer_path] = {n: read_dataset(d, values, f"'{path}'") for n, d in zip(names, stored)}
             walk(child, layer_path + "/")
 
     walk(handle, "")
