@@ -187,3 +187,27 @@ def io_refs(struct: Any) -> list[tuple[str, int, int]]:
 
 def node_inputs(layer: dict, node_index: int) -> list[tuple[str, int, int]]:
     return list(iter_tensor_refs(layer["inbound_nodes"][node_index]))
+
+
+# --- code stored in configs ------------------------------------------------------------------
+
+# Keras runs these when it deserializes them: a Lambda layer's function (marshalled bytecode in
+# both .keras and legacy .h5), and any Python lambda serialized as a value anywhere in a layer's
+# config (an activation, an initializer argument), which Keras writes as {"class_name": "__lambda__"}.
+CODE_LAYER_CLASSES = ("Lambda",)
+
+
+def code_carriers(model_config: dict) -> list[str]:
+    """Paths of the layers whose config holds Python code that Keras would run on load or call."""
+    return [
+        path for path, layer in iter_layers(model_config)
+        if layer.get("class_name") in CODE_LAYER_CLASSES or (not is_model_config(layer) and _holds_lambda(layer.get("config")))
+    ]
+
+
+def _holds_lambda(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return obj.get("class_name") == "__lambda__" or any(_holds_lambda(value) for value in obj.values())
+    if isinstance(obj, list):
+        return any(_holds_lambda(value) for value in obj)
+    return False
