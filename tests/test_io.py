@@ -101,3 +101,17 @@ def test_sequential_models_become_functional_with_the_same_outputs(tmp_path):
     rebuilt = build_keras_model(spec)
     x = np.random.default_rng(1).standard_normal((3, 5)).astype("float32")
     np.testing.assert_array_equal(model.predict(x, verbose=0), rebuilt.predict(x, verbose=0))
+
+
+def test_weights_of_a_nested_sequential_land_on_its_own_layers(tmp_path):
+    """Keras 3 prefixes a nested Sequential's name to its variable paths (ConvNeXt's stem does this)."""
+    import keras
+
+    stem = keras.Sequential([keras.layers.Conv2D(4, 2, name="stem_conv"), keras.layers.LayerNormalization(name="stem_norm")], name="stem")
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(stem(inputs)))
+    path = str(tmp_path / "stem.h5")
+    model.save(path)
+    spec = read_model(path)
+    assert set(spec.weights) == {"stem/stem_conv", "stem/stem_norm", "out"}
+    np.testing.assert_array_equal(spec.weights["stem/stem_conv"]["kernel"], stem.get_layer("stem_conv").get_weights()[0])

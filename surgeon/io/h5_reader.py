@@ -101,11 +101,12 @@ def _owners(layer: dict, path: str, original_name) -> dict[str, str]:
 def _split_weight_name(weight_name: str, owners: dict[str, str], top: str) -> tuple[str, str]:
     """``"conv1/kernel:0"`` -> (``"base/conv1"``, ``"kernel"``), resolving names inside nested models.
 
-    Keras 2 may prefix the enclosing model's name, and Keras 2 layer names may themselves contain
-    "/", so the longest run of components that names a layer wins.
+    Variable paths may carry enclosing names (Keras 3 prefixes a nested Sequential's name, Keras 2
+    the enclosing model's), and Keras 2 layer names may themselves contain "/": the innermost run
+    of components that names a layer wins, the longest such run first.
     """
     parts = weight_name.split(":")[0].split("/")
-    for start in range(len(parts) - 1):
+    for start in reversed(range(len(parts) - 1)):
         for stop in range(len(parts) - 1, start, -1):
             candidate = "/".join(parts[start:stop])
             if candidate in owners:
