@@ -562,3 +562,19 @@ def test_verification_uses_fewer_samples_only_for_large_inputs():
     assert verification_samples(spec) == 2
     spec.config["config"]["layers"][0]["config"]["batch_shape"] = [None, 112, 112, 3]
     assert verification_samples(spec) == 8
+
+
+@pytest.mark.parametrize("name, expected_actions", [
+    # Keras 2 names a DepthwiseConv kernel "depthwise_kernel".
+    ("k2_depthwise", {"dw_bn": "folded-after", "sep_bn": "folded-after"}),
+    # A converted Sequential records no tensor shapes; the conv's kernel_size gives the rank.
+    ("k2_sequential", {"bn": "affine"}),
+])
+def test_keras2_files_fold_and_match_tf_keras_outputs(tmp_path, name, expected_actions):
+    out = str(tmp_path / f"{name}.h5")
+    result = fold_bn_file(fixture_path(f"keras2/{name}.h5"), out, fold_all=True)
+    assert result.passed and actions(result.passes[0]) == expected_actions
+    expected = np.load(fixture_path(f"keras2/{name}.expected.npz"))  # computed by tf.keras 2
+    folded = keras.models.load_model(out, compile=False)
+    assert batch_norms(folded) == []
+    assert relative_error(outputs(folded, [expected["x"]])[0], expected["y"]) < TOL

@@ -86,6 +86,9 @@ PATTERNS: dict[str, Pattern] = {
     "Conv3DTranspose": _TRANSPOSE,
 }
 
+# Names a kernel may be stored under (Keras 3 name first).
+KERNEL_NAMES = {"kernel": ("kernel", "depthwise_kernel")}
+
 # Layers that still act differently in training mode after the pass (for the training check).
 MODE_DEPENDENT = frozenset({BATCH_NORMALIZATION}) | DROPOUT_LAYERS
 LINEAR_ACTIVATIONS = (None, "linear")
@@ -99,6 +102,7 @@ class _Level:
     prefix: str
     graph: Graph
     top: bool
+    weights: dict  # the spec's weights, by layer path
 
     def path(self, name: str) -> str:
         return self.prefix + name
@@ -152,7 +156,7 @@ def _fold_level(spec: ModelSpec, model: dict, prefix: str, top: bool, frozen: di
     for layer in model["config"]["layers"]:
         if is_model_config(layer):
             _fold_level(spec, layer, prefix + layer_name(layer) + "/", False, frozen, edits, report)
-    level = _Level(model, prefix, Graph.of(model), top)
+    level = _Level(model, prefix, Graph.of(model), top, spec.weights)
     consumers = level.graph.consumers()
     outputs = set(level.graph.outputs)
     bypass, affine = [], []
@@ -226,13 +230,18 @@ class _BatchNorm:
             axis = axis[0]
         tensor = _input_tensor(layer["inbound_nodes"][0])
         shape = tensor["config"].get("shape") if tensor else None
-        rank = len(shape) if shape is not None else None
+        if shape is None or len(shape) < 2:
+            # A BN input has a batch and a channel axis; anything shorter (a converted Sequential
+            # records [None] for shapes it does not know) says nothing about the rank.
+            shape = (layer.get("build_config") or {}).get("input_shape")
+            shape = shape if shape is not None and len(shape) >= 2 else None
+        rank = len(shape) if shape is not None else _output_rank(level.graph.layers[level.graph.node_inputs[(name, 0)][0][0]])
         scale, shift = bn_math.bn_affine(
             weights.get("gamma"), weights.get("beta"), weights["moving_mean"], weights["moving_variance"], config.get("epsilon", 1e-3)
         )
         normalized = (axis % rank if -rank <= axis < rank else None) if rank else None
         source = level.graph.node_inputs[(name, 0)][0]
-        if normalized == 1 and rank > 2 and shape[1] is not None and shape[1] == shape[-1]:
+        if normalized == 1 and rank > 2 and shape is not None and shape[1] is not None and shape[1] == shape[-1]:
             # keras/src/backend/tensorflow/numpy.py `add` turns "x + per-channel vector" into
             # tf.nn.bias_add and picks NHWC whenever the last dimension equals the vector's length:
             # on a tensor normalized over axis 1 whose last dimension has the same size, Keras adds
@@ -277,16 +286,19 @@ def _plan_after(level: _Level, bn: _BatchNorm, consumers, outputs, frozen) -> _F
         reason = f"'{target}' applies activation '{config.get('activation')}' before the BN"
     elif consumers.get(bn.source) != [(bn.name, 0)] or bn.source in outputs:
         reason = f"the output of '{target}' is used by more than this BN"
-    elif bn.axis is None or bn.axis != pattern.channel_axis(config, bn.rank):
+    elif not _on_channel_axis(bn, pattern, config):
         reason = f"its axis is not the channel axis of '{target}'"
     elif not frozen[target]:
         reason = f"'{target}' is trainable: folding would change how it fine-tunes (--all folds it)"
     elif level.top and _is_output(level, bn.name):
         reason = "its output is a model output: the layer keeps its name so the output does too"
+    elif _kernel_name(level.weights.get(target, {}), pattern.after[1]) is None:
+        reason = f"'{target}' has no '{pattern.after[1]}' weight in the file"
     if reason:
         bn.why_not = reason
         return None
-    layout, kernel_name = pattern.after
+    layout = pattern.after[0]
+    kernel_name = _kernel_name(level.weights[target], pattern.after[1])
 
     def apply(weights: dict[str, np.ndarray]) -> None:
         kernel, bias = bn_math.fold_bn_after(weights[kernel_name], weights.get("bias"), bn.scale, bn.shift, layout)
@@ -330,14 +342,17 @@ def _before_one(level: _Level, bn: _BatchNorm, user: str, consumers, outputs, fr
     if pattern is None or pattern.before is None:
         return f"it feeds '{target}' ({layer.get('class_name')}), which cannot absorb it"
     config = layer["config"]
-    if bn.axis is None or bn.axis != pattern.channel_axis(config, bn.rank):
+    if not _on_channel_axis(bn, pattern, config):
         return f"its axis is not the channel axis of '{target}'"
     if pattern.spatial and config.get("padding") != "valid" and any(k != 1 for k in _as_list(config.get("kernel_size"))):
         # Zero padding is added after the BN: the padded border would not see the BN's shift.
         return f"it feeds '{target}', whose padding '{config.get('padding')}' pads after the BN"
     if not frozen[target]:
         return f"'{target}' is trainable: folding would change how it fine-tunes (--all folds it)"
-    layout, kernel_name = pattern.before
+    layout, wanted = pattern.before
+    kernel_name = _kernel_name(level.weights.get(target, {}), wanted)
+    if kernel_name is None:
+        return f"'{target}' has no '{wanted}' weight in the file"
     groups = int(config.get("groups", 1) or 1)
 
     def apply(weights: dict[str, np.ndarray]) -> None:
@@ -377,6 +392,30 @@ def _before_flatten(level: _Level, bn: _BatchNorm, flatten: str, consumers, outp
         weights["kernel"], weights["bias"] = kernel, bias
 
     return dense_path, apply
+
+
+def _output_rank(layer: dict) -> int | None:
+    """The rank of a conv layer's output (its spatial dims + batch + channels), else None."""
+    pattern = PATTERNS.get(layer.get("class_name"))
+    if pattern is None or not pattern.spatial:
+        return None
+    return len(_as_list(layer["config"].get("kernel_size"))) + 2
+
+
+def _on_channel_axis(bn: _BatchNorm, pattern: Pattern, config: dict) -> bool:
+    rank = bn.rank
+    if rank is None and pattern.spatial:
+        rank = len(_as_list(config.get("kernel_size"))) + 2  # a conv's input has the same rank
+    if rank is None:
+        return bn.config_axis == -1  # a Dense acts on the last axis, whatever the rank
+    if not -rank <= bn.config_axis < rank:
+        return False
+    return bn.config_axis % rank == pattern.channel_axis(config, rank)
+
+
+def _kernel_name(weights: dict, wanted: str) -> str | None:
+    """The stored name of a kernel: Keras 2 files call a DepthwiseConv kernel 'depthwise_kernel'."""
+    return next((name for name in KERNEL_NAMES.get(wanted, (wanted,)) if name in weights), None)
 
 
 def _ensure_bias(layer: dict) -> None:
