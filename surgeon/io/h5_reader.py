@@ -117,7 +117,12 @@ def _split_weight_name(weight_name: str, owners: dict[str, str], top: str) -> tu
 
 
 def _keras3_order(weights: dict[str, dict], model_config: dict) -> dict[str, dict]:
-    """Reorder each layer's weights into Keras 3 ``layer.weights`` order where the class is known."""
+    """Name and order each layer's weights as Keras 3 does, where the class is known.
+
+    Keras 2 stored some weights under other names (DepthwiseConv2D's ``depthwise_kernel`` is
+    Keras 3's ``kernel``) in the same order, so a known class with the right count is renamed by
+    position; passes then see one naming.
+    """
     classes = {path: layer for path, layer in iter_layers(model_config)}
     ordered: dict[str, dict] = {}
     for path, stored in weights.items():
@@ -125,6 +130,8 @@ def _keras3_order(weights: dict[str, dict], model_config: dict) -> dict[str, dic
         names = weight_names(layer.get("class_name", ""), layer.get("config", {}), len(stored))
         if set(names) == set(stored):
             ordered[path] = {name: stored[name] for name in names}
+        elif not names[0].isdigit():
+            ordered[path] = dict(zip(names, stored.values()))
         else:
             ordered[path] = stored
     return ordered
