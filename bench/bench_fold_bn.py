@@ -43,7 +43,8 @@ def make_model(arch: str, path: str) -> None:
 
     from sweep_fold_bn import randomize_bn
 
-    model = getattr(keras.applications, arch)(weights=None, input_shape=(224, 224, 3))
+    # Logits: a saturated softmax would hide the error in (c).
+    model = getattr(keras.applications, arch)(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
     randomize_bn(model)
     model.trainable = False
     model.save(path)
