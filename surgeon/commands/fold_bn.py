@@ -10,8 +10,7 @@ from surgeon.commands.common import (
     EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, command, console,
     print_json,
 )
-from surgeon.fold import MIXED_PRECISION_RTOL
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL
 
 
 @command

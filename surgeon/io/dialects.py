@@ -13,7 +13,7 @@ from typing import Callable
 
 from surgeon.errors import SurgeonError
 from surgeon.io import keras3_fixups
-from surgeon.io.sequential import sequential_to_functional
+from surgeon.io.sequential import convert_sequentials
 from surgeon.io.weight_names import weight_names
 from surgeon.spec import MODEL_CLASSES, is_model_config, iter_layers, layer_name
 
@@ -49,9 +49,9 @@ def translate(model_config, training_config: dict | None, keras_version: str | N
         if training_config:
             training_config = keras2.translate_training_config(training_config)
     _check_model_config(model_config)
-    model_config = copy.deepcopy(model_config)
+    model_config = copy.deepcopy(model_config)  # the one copy: the steps below edit in place
     _shift_io_refs(model_config, -1)
-    model_config = sequential_to_functional(model_config)
+    convert_sequentials(model_config)
 
     model_config, fixups = keras3_fixups.fix_keras3_config(model_config)
     notes += [f"{fixup.layer}: {fixup.what}" for fixup in fixups]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 from surgeon.errors import SurgeonError
 from surgeon.spec import is_model_config, keras_tensor, layer_name
@@ -27,17 +26,11 @@ def _input_layer(config: dict, first_layer: dict) -> dict:
     }
 
 
-def sequential_to_functional(model: dict) -> dict:
-    """Given a Sequential config (possibly nested ones inside), return the Functional equivalent."""
-    model = copy.deepcopy(model)
-    _convert_in_place(model)
-    return model
-
-
-def _convert_in_place(model: dict) -> None:
+def convert_sequentials(model: dict) -> None:
+    """Given a Sequential config (possibly nested ones inside). Result, in place: Functional ones."""
     for layer in model["config"]["layers"]:
         if is_model_config(layer):
-            _convert_in_place(layer)
+            convert_sequentials(layer)
     if model.get("class_name") != "Sequential":
         return
     config = model["config"]

@@ -86,9 +86,6 @@ PATTERNS: dict[str, Pattern] = {
     "Conv3DTranspose": _TRANSPOSE,
 }
 
-# Names a kernel may be stored under (Keras 3 name first).
-KERNEL_NAMES = {"kernel": ("kernel", "depthwise_kernel")}
-
 # Layers that still act differently in training mode after the pass (for the training check).
 MODE_DEPENDENT = frozenset({BATCH_NORMALIZATION}) | DROPOUT_LAYERS
 LINEAR_ACTIVATIONS = (None, "linear")
@@ -414,8 +411,8 @@ def _on_channel_axis(bn: _BatchNorm, pattern: Pattern, config: dict) -> bool:
 
 
 def _kernel_name(weights: dict, wanted: str) -> str | None:
-    """The stored name of a kernel: Keras 2 files call a DepthwiseConv kernel 'depthwise_kernel'."""
-    return next((name for name in KERNEL_NAMES.get(wanted, (wanted,)) if name in weights), None)
+    """``wanted`` if the layer has that weight (the readers give every file Keras 3's names)."""
+    return wanted if wanted in weights else None
 
 
 def _ensure_bias(layer: dict) -> None:
