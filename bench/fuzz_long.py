@@ -9,13 +9,16 @@ Usage:
     python bench/fuzz_long.py [--examples N] [--seconds S] [--seed K] [--base convbn.h5,...] [--first CASE]
 
 Stops after N cases or S seconds, whichever comes first; prints cases run, how many files were
-read, how many refused, and every crash (exit status 1 if any).
+read, how many refused, and every crash (exit status 1 if any). A case that runs longer than
+--case-timeout is a hang: the run stops there with a stack dump, and the last progress line names
+the case (libhdf5 1.14.6 can loop forever on some corrupted object headers; see tests/test_fuzz.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import faulthandler
 import os
 import random
 import sys
@@ -37,6 +40,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base", default=",".join(BASES), help="comma-separated fixture names")
     parser.add_argument("--first", type=int, default=0, help="start at this case number (to reproduce one)")
+    parser.add_argument("--case-timeout", type=float, default=60.0, help="seconds before a case counts as a hang")
     args = parser.parse_args()
 
     bases = args.base.split(",")
@@ -48,6 +52,11 @@ def main() -> int:
         rng = random.Random(f"{args.seed}:{case}")
         base = bases[case % len(bases)]
         steps: list[str] = []
+        # A hang inside libhdf5 holds the GIL, so no Python-level timeout can fire; faulthandler's
+        # watchdog is a C thread: it prints where the process is stuck and exits. The progress line
+        # on stdout names the case to reproduce with --first.
+        print(f"case {case} ({base})", end="\r", flush=True)
+        faulthandler.dump_traceback_later(args.case_timeout, exit=True)
         try:
             with tempfile.TemporaryDirectory() as directory:
                 path, steps = mutated_file(base, Draw(rng.randint), directory)
@@ -57,6 +66,8 @@ def main() -> int:
             frame = traceback.extract_tb(error.__traceback__)[-1]
             signature = f"{type(error).__name__} at {os.path.relpath(frame.filename)}:{frame.lineno}"
             crashes.setdefault(signature, (case, base, steps, "".join(traceback.format_exception(error))[-1500:]))
+        finally:
+            faulthandler.cancel_dump_traceback_later()
         case += 1
     elapsed = time.perf_counter() - start
 
