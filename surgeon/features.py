@@ -96,12 +96,12 @@ def extract_features(base, data: str, output: str, *, batch_size: int = 32, forc
 
 def _load_base(base, allow_code: bool):
     if isinstance(base, (str, os.PathLike)):
-        from surgeon.io import detect_input
-        from surgeon.verify import load_plain
+        from surgeon.io.keras_model import load_checked
 
-        detect_input(str(base))
         try:
-            return load_plain(str(base), allow_code=allow_code), str(base)
+            return load_checked(str(base), allow_code=allow_code), str(base)
+        except SurgeonError:
+            raise
         except Exception as error:
             text = " ".join(str(error).split())[:300]
             raise SurgeonError(f"Keras cannot load the base '{base}': {text}") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from surgeon.graph import Graph
-from surgeon.spec import ModelSpec, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
+from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
 
 DROPOUT_LAYERS = frozenset(
     {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout"}
@@ -185,7 +185,7 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
                 inner, f"surgeon freeze {_name(spec)} -o frozen.h5 --freeze '{path}/*'" if state == "frozen" else f"surgeon freeze {_name(spec)} -o frozen.h5",
             ))
     hazards += _optimizer_hazards(spec, frozen)
-    code = [p for p, l in layers.items() if l.get("class_name") == "Lambda"]
+    code = code_carriers(spec.config)
     if code:
         hazards.append(Hazard(
             "code-in-file", "Lambda layer(s) hold Python code that Keras runs when loading or calling the model",

@@ -188,10 +188,12 @@ def verify_files(
         >>> report.passed, report.max_rel
         (True, 3.1e-07)
     """
-    from surgeon.io import detect_input, read_model
-    from surgeon.io.keras_model import build_keras_model
+    from surgeon.io import read_model
+    from surgeon.io.keras_model import build_keras_model, check_code_layers
 
-    detect_input(candidate_path)
+    # The candidate is checked like any input (damaged file, code) before Keras sees it: bad
+    # input is exit 2, only a loadable model that differs is a failed verification.
+    check_code_layers(read_model(candidate_path, values=False), allow_code)
     reference = build_keras_model(read_model(reference_path), allow_code=allow_code)
     data = load_inputs(inputs, reference) if inputs else None
     return verify_model(reference, candidate_path, inputs=data, samples=samples, atol=atol, rtol=rtol,

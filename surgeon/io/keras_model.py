@@ -10,11 +10,7 @@ import numpy as np
 
 from surgeon.errors import SurgeonError
 from surgeon.io.dialects import to_keras_config
-from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers
-
-# Layers whose config carries Python code that Keras would run (marshalled bytecode or a
-# function name to resolve); refused unless the caller allows code.
-CODE_LAYERS = ("Lambda",)
+from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
 
 def quiet_tensorflow() -> None:
@@ -40,14 +36,24 @@ def quiet_tensorflow() -> None:
 
 
 def check_code_layers(spec: ModelSpec, allow_code: bool) -> None:
+    """Refuse a model whose config holds code Keras would run (Lambda layers, lambdas elsewhere)."""
     if allow_code:
         return
-    for path, layer in spec.layers():
-        if layer.get("class_name") in CODE_LAYERS:
-            raise SurgeonError(
-                f"layer '{path}' is a {layer['class_name']} layer: loading it would run code stored in the file; "
-                "pass --allow-code (library: allow_code=True) only if you trust the file"
-            )
+    carriers = code_carriers(spec.config)
+    if carriers:
+        raise SurgeonError(
+            f"layer '{carriers[0]}' holds Python code stored in the file, which loading would run; "
+            "pass --allow-code (library: allow_code=True) only if you trust the file"
+        )
+
+
+def load_checked(path: str, *, allow_code: bool = False):
+    """``load_plain`` for a file a user gave us: damaged files and code are refused with one line first."""
+    from surgeon.io import read_model
+    from surgeon.verify import load_plain
+
+    check_code_layers(read_model(path, values=False), allow_code)
+    return load_plain(path, allow_code=allow_code)
 
 
 def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: bool = False):
