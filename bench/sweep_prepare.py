@@ -159,13 +159,38 @@ def run_case(arch: str, variant: str, fmt: str, folder: str) -> dict:
     return row
 
 
+def run_isolated(archs: list[str], args) -> int:
+    """One process per architecture: TensorFlow keeps memory across many models (one process
+    running the whole sweep was OOM-killed at 22 GB on NASNetMobile, the 53rd case)."""
+    import subprocess
+
+    results = []
+    for arch in archs:
+        command = [sys.executable, __file__, "--only", arch, "--variants", args.variants, "--formats", args.formats, "--in-process"]
+        output = subprocess.run(command, capture_output=True, text=True).stdout
+        for line in output.splitlines():
+            if line.startswith(arch):
+                print(line, flush=True)
+                results.append(line.split()[:4])
+    passed = sum(r[3] == "PASS" for r in results)
+    print(f"\npassed {passed}/{len(results)} (of {len(archs) * len(args.variants.split(',')) * len(args.formats.split(','))} cases)")
+    for index, key in ((1, "variant"), (2, "format")):
+        for value in sorted({r[index] for r in results}):
+            subset = [r for r in results if r[index] == value]
+            print(f"  {key}={value}: {sum(r[3] == 'PASS' for r in subset)}/{len(subset)}")
+    return 0 if passed == len(results) else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="")
     parser.add_argument("--variants", default="flat,nested")
     parser.add_argument("--formats", default="keras,h5")
+    parser.add_argument("--in-process", action="store_true", help="Run every architecture in this process.")
     args = parser.parse_args()
     archs = [a for a in ARCHS if not args.only or a in args.only.split(",")]
+    if len(archs) > 1 and not args.in_process:
+        return run_isolated(archs, args)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for arch in archs:

@@ -74,6 +74,15 @@ def test_layers_present_in_only_one_file_are_listed():
     assert not diff_specs(a, b).same
 
 
+def test_weights_named_by_position_in_one_file_are_paired_by_position():
+    a = read_model(str(FIXTURES / "compiled_frozen.h5"))
+    b = a.copy()
+    b.weights["fc1"] = {"0": a.weights["fc1"]["kernel"], "1": a.weights["fc1"]["bias"] + 1}
+    rows = {d.layer: d for d in diff_specs(a, b).layers}
+    assert rows["fc1"].status == "different" and rows["fc1"].max_abs == pytest.approx(1.0)
+    assert [w["status"] for w in rows["fc1"].weights] == ["identical", "different"]
+
+
 def test_a_missing_file_exits_2():
     result = runner.invoke(app, ["diff", str(FIXTURES / "compiled_frozen.h5"), "no_such_file.h5"])
     assert result.exit_code == 2
