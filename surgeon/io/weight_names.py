@@ -43,6 +43,8 @@ WEIGHT_NAMES: dict[str, Callable[[dict], list[str]]] = {
     "Embedding": lambda config: ["embeddings"],
     "PReLU": lambda config: ["alpha"],
     "Normalization": lambda config: ["mean", "variance", "count"],
+    # What keras3_fixups turns ConvNeXt's LayerScale into.
+    "EinsumDense": lambda config: ["kernel", "bias"] if config.get("bias_axes") else ["kernel"],
 }
 
 
