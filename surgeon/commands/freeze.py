@@ -37,29 +37,43 @@ def compile_from(optimizer, learning_rate, loss, metrics):
     return CompileOptions(optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=names)
 
 
-@command
-def freeze(
-    model: ModelPath,
-    output: OutputPath,
-    until: Until = None,
-    freeze_globs: FreezeGlob = None,
-    unfreeze_globs: UnfreezeGlob = None,
-    freeze_all: FreezeAll = False,
-    keep_bn_frozen: KeepBnFrozen = True,
-    optimizer: Optimizer = None,
-    learning_rate: LearningRate = None,
-    loss: Loss = None,
-    metrics: Metrics = None,
-    no_verify: NoVerify = False,
-    samples: Samples = DEFAULT_SAMPLES,
-    atol: Atol = DEFAULT_ATOL,
-    rtol: Rtol = DEFAULT_RTOL,
-    inputs: Inputs = None,
-    as_json: Json = False,
-    force: Force = False,
-    allow_code: AllowCode = False,
-) -> int:
-    """Write a copy of MODEL whose trainable flags are baked in and whose compile state matches them.
+def rewrite_command(library_function: str, message: str, doc: str):
+    """One Typer command over ``surgeon.prepare.<library_function>``: freeze and prepare take the
+    same selection, compile and verification options, so they share this signature."""
+
+    def run(
+        model: ModelPath,
+        output: OutputPath,
+        until: Until = None,
+        freeze_globs: FreezeGlob = None,
+        unfreeze_globs: UnfreezeGlob = None,
+        freeze_all: FreezeAll = False,
+        keep_bn_frozen: KeepBnFrozen = True,
+        optimizer: Optimizer = None,
+        learning_rate: LearningRate = None,
+        loss: Loss = None,
+        metrics: Metrics = None,
+        no_verify: NoVerify = False,
+        samples: Samples = DEFAULT_SAMPLES,
+        atol: Atol = DEFAULT_ATOL,
+        rtol: Rtol = DEFAULT_RTOL,
+        inputs: Inputs = None,
+        as_json: Json = False,
+        force: Force = False,
+        allow_code: AllowCode = False,
+    ) -> int:
+        import surgeon.prepare
+
+        return run_rewrite(getattr(surgeon.prepare, library_function), message, model, output,
+                           selection_from(until, freeze_globs, unfreeze_globs, freeze_all, keep_bn_frozen),
+                           compile_from(optimizer, learning_rate, loss, metrics), no_verify, samples, atol, rtol, inputs, as_json, force, allow_code)
+
+    run.__doc__ = doc
+    run.__name__ = library_function.removesuffix("_file")
+    return command(run)
+
+
+freeze = rewrite_command("freeze_file", "Freezing, verifying and fine-tune-checking with Keras...", """Write a copy of MODEL whose trainable flags are baked in and whose compile state matches them.
 
     Selection (applied in this order): --all, --until, --freeze, --unfreeze, then BatchNormalization
     kept frozen (--train-bn to let them train). Names reach into nested models ('base/conv1' or a
@@ -71,12 +85,7 @@ def freeze(
     training flag, and two runs must agree. Exit 1 and no output otherwise.
 
     Example: surgeon freeze vgg16.h5 -o ready.h5 --until block4_pool --unfreeze 'block5_*' --optimizer adam --lr 1e-4
-    """
-    from surgeon.prepare import freeze_file
-
-    return run_rewrite(freeze_file, "Freezing, verifying and fine-tune-checking with Keras...", model, output,
-                    selection_from(until, freeze_globs, unfreeze_globs, freeze_all, keep_bn_frozen),
-                    compile_from(optimizer, learning_rate, loss, metrics), no_verify, samples, atol, rtol, inputs, as_json, force, allow_code)
+    """)
 
 
 def run_rewrite(function, message, model, output, selection, compile, no_verify, samples, atol, rtol, inputs, as_json, force, allow_code) -> int:
