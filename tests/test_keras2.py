@@ -300,6 +300,14 @@ def test_tfop_constant_minus_tensor():
     assert (c["scale"], c["offset"]) == (-1.0, 3.0)
 
 
+@pytest.mark.parametrize("fn", ["math.truediv", "__operators__.truediv"])
+def test_tfop_constant_divided_by_tensor_is_refused_not_turned_into_a_scale(fn):
+    """2 / x is no Rescaling; translating it as x / 2 would be silently wrong everywhere after."""
+    node = ["_CONSTANT_VALUE", -1, 2.0, {"y": ["x", 0, 0], "name": None}]
+    with pytest.raises(SurgeonError, match="constant first"):
+        k2.translate_model_config(tf_model([tfop("op", fn, node)], "op"))
+
+
 @pytest.mark.parametrize("fn,cls", [("__operators__.add", "Add"),
                                     ("math.subtract", "Subtract"),
                                     ("math.multiply", "Multiply")])

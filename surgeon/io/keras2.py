@@ -724,7 +724,9 @@ def _neg(c):
     return [-a for a in c] if isinstance(c, list) else -c
 
 
-def _binary(merge_cls, const_fn, rconst_fn=None):
+def _binary(merge_cls, const_fn, rconst_fn):
+    """``const_fn(c)`` gives (scale, offset) for ``x op c``, ``rconst_fn(c)`` for ``c op x``
+    (None: no Rescaling computes it, e.g. ``c / x``)."""
     def rule(name, op, call, shape_of, ctx, dtype):
         x, y = _op_xy(name, op, call)
         if isinstance(x, _Ref) and isinstance(y, _Ref):
@@ -737,7 +739,9 @@ def _binary(merge_cls, const_fn, rconst_fn=None):
             fn = const_fn
         else:
             c = _const_value(x)
-            x, fn = y, (rconst_fn or const_fn)
+            x, fn = y, rconst_fn
+        if fn is None and c is not None:
+            raise _untranslatable(name, op, " with the constant first (constant / tensor has no built-in layer)")
         if c is None or fn is None or not isinstance(x, _Ref):
             raise _untranslatable(name, op, " with a non-scalar constant")
         scale, offset = fn(c)
@@ -759,11 +763,20 @@ def _zeros_like(c):
     return [0.0] * len(c) if isinstance(c, list) else 0.0
 
 
-_ADD = _binary("Add", lambda c: (_ones_like(c), c))
-_SUB = _binary("Subtract", lambda c: (_ones_like(c), _neg(c)),
-               lambda c: (_neg(_ones_like(c)), c))  # c - x
-_MUL = _binary("Multiply", lambda c: (c, _zeros_like(c)))
-_DIV = _binary(None, lambda c: (_recip(c), _zeros_like(c)))
+def _add_constant(c):
+    return _ones_like(c), c
+
+
+def _scale_by(c):
+    return c, _zeros_like(c)
+
+
+_ADD = _binary("Add", _add_constant, _add_constant)
+_SUB = _binary("Subtract", lambda c: (_ones_like(c), _neg(c)), lambda c: (_neg(_ones_like(c)), c))  # x - c, c - x
+_MUL = _binary("Multiply", _scale_by, _scale_by)
+# x / c as x * (1/c): within one float32 rounding of TF's division (convert's check against
+# tf_keras measures it); c / x has no built-in layer.
+_DIV = _binary(None, lambda c: (_recip(c), _zeros_like(c)), None)
 
 
 def _unary(cls, **extra):
@@ -1007,8 +1020,7 @@ def _check_lambda(cls, cfg, name, ctx):
     if cls != "Lambda":
         return
     if ctx.allow_code:
-        ctx.note("Lambda layer kept as is (--allow-code): its code runs when Keras loads it",
-                 name)
+        ctx.note("Lambda layer kept as is: every command but inspect refuses it unless --allow-code", name)
         return
     raise SurgeonError(
         f"layer {name!r} is a Lambda layer holding marshalled Python bytecode, which surgeon "
