@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from surgeon.graph import Graph
+from surgeon.params import layer_param_count, param_counts
 from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
 
 DROPOUT_LAYERS = frozenset(
@@ -64,30 +65,18 @@ def inspect_spec(spec: ModelSpec) -> Inspection:
     shapes = _output_shapes(spec.config)
     rows = []
     for path, layer in spec.layers():
-        params = _param_count(spec, path)
+        params = layer_param_count(spec, path)
         rows.append(
             LayerRow(path, layer.get("class_name", "?"), shapes.get(path, "?"), params, not frozen[path], path.rpartition("/")[0])
         )
-    leaf_rows = [r for r, (_, layer) in zip(rows, spec.layers()) if not is_model_config(layer)]
-    total = sum(r.params for r in leaf_rows)
-    trainable = sum(r.params for r in leaf_rows if r.trainable and r.class_name != BATCH_NORMALIZATION)
-    trainable += sum(_bn_trainable_params(spec, r.path) for r in leaf_rows if r.trainable and r.class_name == BATCH_NORMALIZATION)
+    counts = param_counts(spec)
     optimizer = (spec.compile_config or {}).get("optimizer")
     optimizer_name = optimizer.get("class_name") if isinstance(optimizer, dict) else optimizer
     return Inspection(
         path=spec.source.path, format=spec.source.format, keras_version=spec.source.keras_version, dialect=spec.source.dialect,
-        model_name=spec.name, layers=rows, total_params=total, trainable_params=trainable,
+        model_name=spec.name, layers=rows, total_params=counts.trainable + counts.non_trainable, trainable_params=counts.trainable,
         compiled=spec.compile_config is not None, optimizer=optimizer_name, hazards=find_hazards(spec, frozen), notes=spec.notes,
     )
-
-
-def _param_count(spec: ModelSpec, path: str) -> int:
-    prefix = path + "/"
-    return sum(w.size for p, ws in spec.weights.items() if p == path or p.startswith(prefix) for w in ws.values())
-
-
-def _bn_trainable_params(spec: ModelSpec, path: str) -> int:
-    return sum(w.size for name, w in spec.weights.get(path, {}).items() if name in ("gamma", "beta"))
 
 
 def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:

@@ -34,6 +34,24 @@ def test_parameter_counts_match_keras(name):
     assert report["trainable_params"] == trainable
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_normalization_mean_variance_and_count_are_not_trainable(tmp_path, suffix):
+    import keras
+    import numpy as np
+
+    norm = keras.layers.Normalization()
+    norm.adapt(np.arange(12, dtype="float32").reshape(4, 3))
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(norm(inputs)))
+    path = tmp_path / f"norm{suffix}"
+    model.save(path)
+    result = runner.invoke(app, ["inspect", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["total_params"] == model.count_params()
+    assert report["trainable_params"] == sum(int(w.numpy().size) for w in model.trainable_weights)
+
+
 def test_layer_table_lists_nested_layers_with_their_output_shapes():
     report = inspect_json("nested.h5")
     rows = {row["path"]: row for row in report["layers"]}

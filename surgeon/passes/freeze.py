@@ -17,7 +17,7 @@ import fnmatch
 
 from surgeon.errors import SurgeonError
 from surgeon.graph import Graph
-from surgeon.io.weight_names import is_trainable_weight
+from surgeon.params import ParamCounts, layer_param_count, param_counts
 from surgeon.passes import PassReport, register_pass
 from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, parent_path
 
@@ -39,12 +39,6 @@ class Selection:
         parts += [f"--until {self.until}"] if self.until else []
         parts += [f"--freeze {g}" for g in self.freeze] + [f"--unfreeze {g}" for g in self.unfreeze]
         return " ".join(parts) or "(keep current flags)"
-
-
-@dataclasses.dataclass
-class ParamCounts:
-    trainable: int
-    non_trainable: int
 
 
 @dataclasses.dataclass
@@ -91,7 +85,7 @@ def freeze(spec: ModelSpec, selection: Selection | None = None) -> tuple[ModelSp
     for path, layer in layers.items():
         if layer.get("class_name") != "InputLayer" and before_frozen[path] != after_frozen[path]:
             report.changes.append({
-                "layer": path, "type": layers[path].get("class_name"), "params": _params(spec, path),
+                "layer": path, "type": layers[path].get("class_name"), "params": layer_param_count(spec, path),
                 "before": "frozen" if before_frozen[path] else "trainable",
                 "after": "frozen" if after_frozen[path] else "trainable",
             })
@@ -189,29 +183,3 @@ def matching_paths(pattern: str, order: list[str]) -> list[str]:
     if not hits:
         raise SurgeonError(f"no layer matches '{pattern}'; run `surgeon inspect` to list the layer names")
     return [p for p in order if p in hits or any(p.startswith(h + "/") for h in hits)]
-
-
-def param_counts(spec: ModelSpec) -> ParamCounts:
-    """Trainable / non-trainable parameters as Keras counts them (BN statistics are never trainable)."""
-    frozen = effectively_frozen(spec.config)
-    layers = dict(iter_layers(spec.config))
-    trainable = total = 0
-    for path, weights in spec.weights.items():
-        class_name = layers[path].get("class_name", "") if path in layers else ""
-        for name, value in weights.items():
-            size = _size(value)
-            total += size
-            if not frozen.get(path, False) and is_trainable_weight(class_name, name):
-                trainable += size
-    return ParamCounts(trainable, total - trainable)
-
-
-def _params(spec: ModelSpec, path: str) -> int:
-    prefix = path + "/"
-    return sum(_size(w) for p, ws in spec.weights.items() if p == path or p.startswith(prefix) for w in ws.values())
-
-
-def _size(value) -> int:
-    return int(getattr(value, "size", 0))
-
-
