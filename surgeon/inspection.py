@@ -8,15 +8,10 @@ from __future__ import annotations
 import dataclasses
 
 from surgeon.graph import Graph
+from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING
 from surgeon.params import layer_param_count, param_counts
 from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
 
-DROPOUT_LAYERS = frozenset(
-    {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout"}
-)
-BATCH_NORMALIZATION = "BatchNormalization"
-# Layers whose output shape equals their input shape, for outputs no consumer records a shape of.
-SHAPE_PRESERVING = frozenset({"Activation", "ReLU", "Softmax", "LeakyReLU", "BatchNormalization", "LayerNormalization", "Rescaling"} | DROPOUT_LAYERS)
 # Optimizer slot variables per trained weight (Keras 3), plus "iteration" and "learning_rate".
 OPTIMIZER_SLOTS = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Lion": 1, "Adagrad": 1, "Adadelta": 2, "Ftrl": 2}
 

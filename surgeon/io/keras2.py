@@ -57,6 +57,7 @@ from typing import Callable
 
 from surgeon.errors import SurgeonError
 from surgeon.io.compile_config import LOSS_NAMES
+from surgeon.layer_kinds import SHAPE_PRESERVING
 
 __all__ = [
     "Translation",
@@ -477,14 +478,7 @@ SHAPE_RULES: dict[str, Callable] = {
     "UpSampling2D": lambda c, s: _shape_upsample(c, s, 2),
     "UpSampling3D": lambda c, s: _shape_upsample(c, s, 3),
 }
-for _cls in (
-    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
-    "Softmax", "ThresholdedReLU", "Rescaling", "Normalization", "Identity",
-    "ActivityRegularization",
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Masking",
-):
+for _cls in SHAPE_PRESERVING:
     SHAPE_RULES[_cls] = _same
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from surgeon import math as bn_math
 from surgeon.graph import Graph
 from surgeon.graph_edit import bypass_layer, replace_layer
-from surgeon.inspection import BATCH_NORMALIZATION, DROPOUT_LAYERS
+from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS
 from surgeon.passes import PassReport, register_pass
 from surgeon.spec import ModelSpec, effectively_frozen, is_keras_tensor, is_model_config, layer_name
 

@@ -17,12 +17,10 @@ import fnmatch
 
 from surgeon.errors import SurgeonError
 from surgeon.graph import Graph
+from surgeon.layer_kinds import BATCH_NORMALIZATION
 from surgeon.params import ParamCounts, layer_param_count, param_counts
 from surgeon.passes import PassReport, register_pass
 from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, parent_path
-
-BATCH_NORMALIZATION = "BatchNormalization"
-
 
 @dataclasses.dataclass(frozen=True)
 class Selection:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from surgeon.graph_edit import bypass_layer
-from surgeon.inspection import DROPOUT_LAYERS
+from surgeon.layer_kinds import DROPOUT_LAYERS
 from surgeon.passes import PassReport, register_pass
 from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, layer_name
 

@@ -1,0 +1,18 @@
+"""Layer classes that passes and ``inspect`` treat alike, named once."""
+
+from __future__ import annotations
+
+BATCH_NORMALIZATION = "BatchNormalization"
+
+# Layers that act differently in training (fit) and inference (predict): noise and dropout.
+DROPOUT_LAYERS = frozenset(
+    {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout"}
+)
+
+# Layers whose output shape equals their (first) input's shape.
+SHAPE_PRESERVING = frozenset({
+    BATCH_NORMALIZATION, "LayerNormalization", "GroupNormalization", "UnitNormalization", "Normalization",
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU", "Rescaling", "Identity",
+    "ActivityRegularization", "Masking",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+}) | DROPOUT_LAYERS
