@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, compare, load_plain, run, seeded_inputs
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, VerifyReport, compare, load_plain, run, seeded_inputs
 
 # Runs in a child process: TF_USE_LEGACY_KERAS=1 makes tf.keras Keras 2 (tf_keras), which cannot
 # share a process with Keras 3.
@@ -50,11 +50,12 @@ def tf_keras_available() -> bool:
     return importlib.util.find_spec("tf_keras") is not None
 
 
-def check_against_keras2(original: str, candidate: str, *, samples: int, atol: float, rtol: float) -> OriginalRuntimeCheck:
+def check_against_keras2(original: str, candidate: str, *, samples: int, atol: float, rtol: float,
+                         allow_code: bool = False) -> OriginalRuntimeCheck:
     if not tf_keras_available():
         return OriginalRuntimeCheck(True, "tf_keras is not installed (pip install 'surgeon[keras2]'); "
                                           "checked only that the converted file reloads and matches surgeon's reading", None)
-    model = load_plain(candidate)
+    model = load_plain(candidate, allow_code=allow_code)
     inputs = seeded_inputs(model, samples)
     with tempfile.TemporaryDirectory() as scratch:
         given, produced = os.path.join(scratch, "x.npz"), os.path.join(scratch, "y.npz")
@@ -93,7 +94,8 @@ def convert_file(
     def against_original(temporary: str, spec) -> OriginalRuntimeCheck | None:
         if spec.source.dialect != "keras2" or not verify.enabled:
             return None
-        return check_against_keras2(input_path, temporary, samples=verify.samples, atol=verify.atol, rtol=verify.rtol)
+        return check_against_keras2(input_path, temporary, samples=verify.samples or DEFAULT_SAMPLES, atol=verify.atol,
+                                    rtol=DEFAULT_RTOL if verify.rtol is None else verify.rtol, allow_code=allow_code)
 
     return rewrite_file(input_path, output_path, [], force=force, verify=verify, allow_code=allow_code, after_write=against_original)
 

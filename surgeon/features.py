@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from surgeon.errors import SurgeonError
-from surgeon.io.output import pending_outputs
+from surgeon.io.output import check_target, pending_outputs
 from surgeon.passes.split import feature_keys
 
 IMAGE_PREPROCESSING = (
@@ -68,13 +68,15 @@ def extract_features(base, data: str, output: str, *, batch_size: int = 32, forc
     """
     if batch_size < 1:
         raise SurgeonError(f"--batch-size must be at least 1, not {batch_size}")
+    named_files = tuple(str(p) for p in (data, base) if isinstance(p, (str, os.PathLike)))
+    _check_output(output, force, named_files)  # before loading TensorFlow
     model, base_name = _load_base(base, allow_code)
     keys = _output_keys(model)
-    _check_output(output, keys, force)
+    _check_output_fits(output, keys)
     source = _open_data(data, model, batch_size)
     labels_path = os.path.splitext(output)[0] + "_labels.npy" if source.labels else None
     if labels_path:
-        _check_output(labels_path, ["labels"], force)
+        _check_output(labels_path, force, named_files)
     targets = [output] + ([labels_path] if labels_path else [])
     started = time.perf_counter()
     with pending_outputs(targets) as pending, tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output))) as scratch:
@@ -117,19 +119,15 @@ def _output_keys(model) -> list[str]:
     return feature_keys(list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))]))
 
 
-def _check_output(path: str, keys: list[str], force: bool) -> None:
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in (".npy", ".npz"):
+def _check_output(path: str, force: bool, inputs: tuple[str, ...]) -> None:
+    if os.path.splitext(path)[1].lower() not in (".npy", ".npz"):
         raise SurgeonError(f"cannot tell the output format of '{path}': name it .npy (one output) or .npz")
-    if extension == ".npy" and len(keys) > 1:
+    check_target(path, force=force, inputs=inputs)
+
+
+def _check_output_fits(path: str, keys: list[str]) -> None:
+    if path.lower().endswith(".npy") and len(keys) > 1:
         raise SurgeonError(f"the base has {len(keys)} outputs ({', '.join(keys)}); name the output .npz to get one array per output")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise SurgeonError(f"the output directory '{directory}' does not exist; create it first")
-    if os.path.isdir(path):
-        raise SurgeonError(f"the output '{path}' is a directory; give a file name ending in .npy or .npz")
-    if os.path.exists(path) and not force:
-        raise SurgeonError(f"'{path}' already exists; pass --force to replace it")
 
 
 # --- the data ---------------------------------------------------------------------------------

@@ -10,19 +10,79 @@ from surgeon.io.keras_model import check_code_layers
 from surgeon.io.output import check_output_path, pending_outputs
 from surgeon.passes import PassReport
 from surgeon.spec import ModelSpec
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, VerifyReport
+import numpy as np
+
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL, VerifyReport
 
 SpecPass = Callable[[ModelSpec], tuple[ModelSpec, PassReport]]
 
 
+# Input values per verification run when --samples is not given: two 224x224 RGB images. A
+# rewrite error (a fold on a wrong axis, say) shows at every position of every sample; more samples
+# of a large input add time, not power. Small inputs keep DEFAULT_SAMPLES.
+SAMPLE_BUDGET = 2 * 224 * 224 * 3
+MIN_SAMPLES = 2
+LOW_PRECISION = ("float16", "bfloat16")
+
+
 @dataclasses.dataclass
 class VerifyOptions:
+    """How a written file is checked. ``None`` means "chosen from the model" (see ``resolve``)."""
+
     enabled: bool = True
-    samples: int = DEFAULT_SAMPLES
+    samples: int | None = None  # DEFAULT_SAMPLES, fewer for large inputs
     atol: float = DEFAULT_ATOL
-    rtol: float = DEFAULT_RTOL
-    training_check: bool = False
+    rtol: float | None = None  # DEFAULT_RTOL, MIXED_PRECISION_RTOL when layers compute in float16
+    training_check: bool | None = None  # when nothing that acts in training mode is left
     inputs: str | None = None  # an .npz of user inputs
+
+    def resolve(self, original: ModelSpec, rewritten: ModelSpec | None = None) -> tuple["VerifyOptions", list[str]]:
+        """Fill in what was left to the model; return the options and notes saying what and why."""
+        from surgeon.passes.fold_bn import mode_dependent_layers
+
+        options, notes = dataclasses.replace(self), []
+        if options.samples is None:
+            options.samples = verification_samples(original)
+            if options.samples < DEFAULT_SAMPLES and options.enabled and not options.inputs:
+                notes.append(f"verified on {options.samples} samples: the inputs are large (--samples overrides)")
+        if options.rtol is None:
+            low = low_precision_layers(original)
+            options.rtol = MIXED_PRECISION_RTOL if low else DEFAULT_RTOL
+            if low and options.enabled:
+                notes.append(f"{len(low)} layer(s) compute in float16/bfloat16: verified with rtol={options.rtol:g} "
+                             "(the error reported is what mixed precision leaves; --rtol overrides)")
+        if options.training_check is None:
+            left = mode_dependent_layers(rewritten or original)
+            options.training_check = not left
+            if options.enabled and left:
+                shown = ", ".join(left[:4]) + (", ..." if len(left) > 4 else "")
+                notes.append(f"training-mode check skipped: {len(left)} layer(s) still act in training mode ({shown})")
+        return options, notes
+
+
+def verification_samples(spec: ModelSpec) -> int:
+    """DEFAULT_SAMPLES, or as many samples as fit SAMPLE_BUDGET input values (at least MIN_SAMPLES)."""
+    per_sample = 0
+    for path, layer in spec.layers():
+        if "/" in path or layer.get("class_name") != "InputLayer":
+            continue
+        shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape") or [None]
+        # surgeon.verify.seeded_inputs makes unknown sizes 32.
+        per_sample += int(np.prod([32 if d is None else d for d in shape[1:]], dtype=np.int64))
+    if per_sample == 0:
+        return DEFAULT_SAMPLES
+    return max(MIN_SAMPLES, min(DEFAULT_SAMPLES, SAMPLE_BUDGET // per_sample))
+
+
+def low_precision_layers(spec: ModelSpec) -> list[str]:
+    """Layers whose dtype policy computes in float16/bfloat16 (``mixed_float16``, ``float16``, ...)."""
+    found = []
+    for path, layer in spec.layers():
+        policy = layer.get("config", {}).get("dtype")
+        name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+        if isinstance(name, str) and name.endswith(LOW_PRECISION):
+            found.append(path)
+    return found
 
 
 @dataclasses.dataclass
@@ -83,6 +143,8 @@ def rewrite_file(
     # the file we write must not carry code into the user's fine-tuning job unannounced.
     check_code_layers(original, allow_code)
     rewritten, reports = apply_passes(original, passes)
+    verify, choices = verify.resolve(original, rewritten)
+    notes = rewritten.notes + choices
     verification = None
     with pending_outputs([output_path]) as pending:
         temporary = pending.path(output_path)
@@ -90,12 +152,12 @@ def rewrite_file(
         if verify.enabled:
             verification = verify_against(original, temporary, verify, allow_code=allow_code)
             if not verification.passed:
-                return RewriteResult(input_path, None, reports, verification, rewritten.notes)
+                return RewriteResult(input_path, None, reports, verification, notes)
         checked = after_write(temporary, rewritten) if after_write is not None else None
         if not getattr(checked, "passed", True):
-            return RewriteResult(input_path, None, reports, verification, rewritten.notes, checked)
+            return RewriteResult(input_path, None, reports, verification, notes, checked)
         pending.commit()
-    return RewriteResult(input_path, output_path, reports, verification, rewritten.notes, checked)
+    return RewriteResult(input_path, output_path, reports, verification, notes, checked)
 
 
 def verify_against(original: ModelSpec, candidate_path: str, options: VerifyOptions, *, allow_code: bool = False) -> VerifyReport:

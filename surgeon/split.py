@@ -77,6 +77,7 @@ def split_file(
         check_output_path(path, force=force, inputs=(input_path,))
     original = read_model(input_path)
     check_code_layers(original, allow_code)
+    verify, _ = verify.resolve(original)
     base, top, report = split(original, at, fold_bn=fold_bn)
     verification = None
     with pending_outputs([base_path, top_path]) as pending:

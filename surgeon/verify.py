@@ -45,7 +45,7 @@ class VerifyReport:
     problem: str | None = None  # why the candidate could not even be compared
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "max_abs": self.max_abs, "max_rel": self.max_rel}
 
     @property
     def max_abs(self) -> float:
@@ -88,20 +88,38 @@ def seeded_inputs(model, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[
 
 
 def load_inputs(path: str, model) -> list[np.ndarray]:
-    """User-given inputs: an .npz keyed by input name (or x0, x1, ... / a single array)."""
+    """User-given inputs: an .npz keyed by input name (or x0, x1, ... / a single array), checked
+    against the model's inputs so that a mismatch is a one-line error, not a Keras traceback."""
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise SurgeonError(f"cannot read inputs from '{path}': {error}; give an .npz of arrays") from None
-    if isinstance(data, np.ndarray):
-        return [data]
     names = [t.name for t in model.inputs]
-    keys = list(data.keys())
-    if all(name in keys for name in names):
-        return [data[name] for name in names]
-    if len(keys) == len(names):
-        return [data[key] for key in keys]
-    raise SurgeonError(f"'{path}' holds arrays {keys}, but the model takes inputs {names}; key the .npz by input name")
+    if isinstance(data, np.ndarray):
+        arrays = [data]
+    else:
+        keys = list(data.keys())
+        if all(name in keys for name in names):
+            arrays = [data[name] for name in names]
+        elif len(keys) == len(names):
+            arrays = [data[key] for key in keys]
+        else:
+            raise SurgeonError(f"'{path}' holds arrays {keys}, but the model takes inputs {names}; key the .npz by input name")
+    check_inputs(arrays, model, path)
+    return arrays
+
+
+def check_inputs(arrays: list[np.ndarray], model, source: str) -> None:
+    if len(arrays) != len(model.inputs):
+        raise SurgeonError(f"'{source}' gives {len(arrays)} input array(s), the model takes {len(model.inputs)}")
+    for array, tensor in zip(arrays, model.inputs):
+        expected = tuple(tensor.shape)
+        fits = array.ndim == len(expected) and all(d is None or d == a for d, a in zip(expected[1:], array.shape[1:]))
+        if not fits:
+            raise SurgeonError(f"input '{tensor.name}' takes shape {expected}, but '{source}' holds {array.shape}; give arrays of that shape")
+    lengths = {array.shape[0] for array in arrays}
+    if len(lengths) != 1 or 0 in lengths:
+        raise SurgeonError(f"'{source}' must hold the same, non-zero number of samples for every input (got {sorted(lengths)})")
 
 
 def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: int = 32) -> list[np.ndarray]:
@@ -159,12 +177,21 @@ def verify_model(
         return VerifyReport(False, [], 0, atol, rtol, problem=f"the written file does not load with plain Keras: {message}")
     if inputs is None:
         inputs = seeded_inputs(reference_model, samples, seed)
+    _check_same_inputs(reference_model, candidate)
     names = list(getattr(reference_model, "output_names", None) or [f"output_{i}" for i in range(len(reference_model.outputs))])
     expected = run(reference_model, inputs)
     checks = compare(expected, run(candidate, inputs), names, mode="inference", atol=atol, rtol=rtol)
     if training_check:
         checks += compare(expected, run(candidate, inputs, training=True), names, mode="training", atol=atol, rtol=rtol)
-    return VerifyReport(all(c.passed for c in checks), checks, inputs[0].shape[0], atol, rtol)
+    # No check at all (no outputs compared) is not a pass.
+    return VerifyReport(bool(checks) and all(c.passed for c in checks), checks, inputs[0].shape[0], atol, rtol)
+
+
+def _check_same_inputs(reference, candidate) -> None:
+    ours = [tuple(t.shape[1:]) for t in reference.inputs]
+    theirs = [tuple(t.shape[1:]) for t in candidate.inputs]
+    if ours != theirs:
+        raise SurgeonError(f"the models take different inputs (reference {ours}, candidate {theirs}); they are not comparable")
 
 
 def verify_files(
@@ -172,9 +199,9 @@ def verify_files(
     candidate_path: str,
     *,
     inputs: str | None = None,
-    samples: int = DEFAULT_SAMPLES,
+    samples: int | None = None,
     atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    rtol: float | None = None,
     training_check: bool = False,
     allow_code: bool = False,
 ) -> VerifyReport:
@@ -182,6 +209,7 @@ def verify_files(
 
     The reference is read by surgeon's reader (so Keras 2 files and Keras 3 files that Keras
     cannot reload still serve as references); the candidate is loaded by plain Keras.
+    ``samples``/``rtol`` left None are chosen from the reference (``VerifyOptions.resolve``).
 
     Example:
         >>> report = verify_files("model.h5", "folded.h5")
@@ -190,11 +218,14 @@ def verify_files(
     """
     from surgeon.io import read_model
     from surgeon.io.keras_model import build_keras_model, check_code_layers
+    from surgeon.rewrite import VerifyOptions
 
     # The candidate is checked like any input (damaged file, code) before Keras sees it: bad
     # input is exit 2, only a loadable model that differs is a failed verification.
     check_code_layers(read_model(candidate_path, values=False), allow_code)
-    reference = build_keras_model(read_model(reference_path), allow_code=allow_code)
+    original = read_model(reference_path)
+    options, _ = VerifyOptions(samples=samples, atol=atol, rtol=rtol, training_check=training_check).resolve(original)
+    reference = build_keras_model(original, allow_code=allow_code)
     data = load_inputs(inputs, reference) if inputs else None
-    return verify_model(reference, candidate_path, inputs=data, samples=samples, atol=atol, rtol=rtol,
+    return verify_model(reference, candidate_path, inputs=data, samples=options.samples, atol=atol, rtol=options.rtol,
                         training_check=training_check, allow_code=allow_code)

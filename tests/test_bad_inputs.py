@@ -224,9 +224,9 @@ def argv_for(name: str, command, values: dict[str, str]) -> list[str]:
                 else:
                     value = next((v for k, v in OPTION_VALUES.items() if k in param.name.lower()), "relu1")
                 template += [param.opts[0], value]
-    elif writes_output(command) and "{output}" not in template:
+    elif writes_output(command) and not any(part.startswith("{output") for part in template):
         template = template + ["--output", "{output}"]
-    values = {"output_npy": os.path.splitext(values.get("output", "out"))[0] + ".npy", **values}
+    values = {"output_npy": os.path.splitext(values.get("output", "out"))[0] + ".npy", **values}  # unless given
     return [part.format(**values) for part in template]
 
 
@@ -352,7 +352,9 @@ def test_every_writing_command_refuses_a_bad_output_path(command_name, problem, 
     }[problem]
     if problem == "existing output":
         output.write_bytes(b"keep me")
-    argv = [base] + argv_for(command_name, command, {"input": str(good), "good": fixture_path(GOOD_H5), "output": str(output), "data": str(data_file)})
+    # features writes .npy: give it the bad path itself, not the .npy derived from it.
+    values = {"input": str(good), "good": fixture_path(GOOD_H5), "output": str(output), "output_npy": str(output), "data": str(data_file)}
+    argv = [base] + argv_for(command_name, command, values)
     result = run_cli(argv)
     assert_one_clear_line(result)
     assert checksum(good) == before

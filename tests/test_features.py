@@ -173,3 +173,12 @@ def test_a_multi_input_base_needs_an_npz(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 3), "float32"))
     with pytest.raises(SurgeonError, match="give an .npz keyed by input name"):
         extract_features(model, str(tmp_path / "x.npy"), str(tmp_path / "f.npy"), progress=False)
+
+
+def test_features_never_overwrite_the_input_data_even_with_force(tmp_path):
+    data = tmp_path / "data.npy"
+    np.save(data, np.zeros((2, 16, 16, 3), dtype="float32"))
+    before = data.read_bytes()
+    result = CliRunner().invoke(app, ["features", str(FIXTURES / "convbn.h5"), str(data), "-o", str(data), "--force"])
+    assert result.exit_code == 2 and "is an input file" in result.stderr
+    assert data.read_bytes() == before

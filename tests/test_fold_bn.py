@@ -553,7 +553,7 @@ def test_compiled_input_gives_a_compiled_output_that_fine_tunes(tmp_path):
 
 
 def test_verification_uses_fewer_samples_only_for_large_inputs():
-    from surgeon.fold import verification_samples
+    from surgeon.rewrite import verification_samples
     from surgeon.io import read_model
 
     spec = read_model(fixture_path("convbn.h5"), values=False)

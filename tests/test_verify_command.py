@@ -47,3 +47,26 @@ def test_a_missing_candidate_is_bad_input():
     result = runner.invoke(app, ["verify", fixture_path("dense_bn.h5"), "/nonexistent/model.h5"])
     assert result.exit_code == 2
     assert "no such file" in result.stderr and "Traceback" not in result.output
+
+
+def test_an_empty_inputs_file_is_bad_input_not_a_pass(tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 10), dtype="float32"))
+    result = runner.invoke(app, ["verify", fixture_path("dense_bn.h5"), fixture_path("dense_bn.keras"), "--inputs", str(tmp_path / "empty.npz")])
+    assert result.exit_code == 2 and "non-zero number of samples" in result.stderr
+
+
+def test_inputs_of_the_wrong_shape_are_named_in_one_line(tmp_path):
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 7), dtype="float32"))
+    result = runner.invoke(app, ["verify", fixture_path("dense_bn.h5"), fixture_path("dense_bn.keras"), "--inputs", str(tmp_path / "x.npz")])
+    assert result.exit_code == 2 and "takes shape (None, 10)" in result.stderr
+
+
+def test_models_with_different_inputs_are_not_comparable():
+    result = runner.invoke(app, ["verify", fixture_path("convbn.h5"), fixture_path("dense_bn.h5")])
+    assert result.exit_code == 2 and "not comparable" in result.stderr
+
+
+def test_json_carries_the_headline_errors():
+    result = runner.invoke(app, ["verify", fixture_path("convbn.h5"), fixture_path("convbn.keras"), "--json", "--samples", "2"])
+    report = json.loads(result.stdout)
+    assert report["max_abs"] == 0.0 and report["max_rel"] == 0.0

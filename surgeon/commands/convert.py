@@ -14,9 +14,9 @@ def convert(
     output: OutputPath,
     force: Force = False,
     no_verify: NoVerify = False,
-    samples: Samples = DEFAULT_SAMPLES,
+    samples: Samples = None,
     atol: Atol = DEFAULT_ATOL,
-    rtol: Rtol = DEFAULT_RTOL,
+    rtol: Rtol = None,
     as_json: Json = False,
     allow_code: AllowCode = False,
 ) -> int:

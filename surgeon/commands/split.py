@@ -25,9 +25,9 @@ def split(
     as_json: Json = False,
     no_verify: NoVerify = False,
     inputs: Inputs = None,
-    samples: Samples = DEFAULT_SAMPLES,
+    samples: Samples = None,
     atol: Atol = DEFAULT_ATOL,
-    rtol: Rtol = DEFAULT_RTOL,
+    rtol: Rtol = None,
     allow_code: AllowCode = False,
 ) -> int:
     """Cut a model into a frozen base (feature extractor) and a trainable top (head).

@@ -47,7 +47,9 @@ def translate(model_config, training_config: dict | None, keras_version: str | N
         model_config, renamed, dialect = translation.config, dict(translation.renamed), "keras2"
         notes += [f"Keras {keras_version or '2'}: {note}" for note in translation.notes]
         if training_config:
-            training_config = keras2.translate_training_config(training_config)
+            compile_notes: list[str] = []
+            training_config = keras2.translate_training_config(training_config, compile_notes)
+            notes += [f"Keras {keras_version or '2'}: {note}" for note in compile_notes]
     _check_model_config(model_config)
     model_config = copy.deepcopy(model_config)  # the one copy: the steps below edit in place
     _shift_io_refs(model_config, -1)

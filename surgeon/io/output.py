@@ -17,21 +17,26 @@ from surgeon.io.files import format_for_output
 
 
 def check_output_path(path: str, *, force: bool, inputs: tuple[str, ...] = ()) -> str:
-    """Refuse an output that cannot or should not be written; returns its format."""
+    """Refuse a model output that cannot or should not be written; returns its format."""
     kind = format_for_output(path)
+    check_target(path, force=force, inputs=inputs)
+    return kind
+
+
+def check_target(path: str, *, force: bool, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse any output path (model or data) that cannot or should not be written."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise SurgeonError(f"the output directory '{directory}' does not exist; create it first")
     for source in inputs:
-        if os.path.exists(path) and os.path.samefile(path, source):
-            raise SurgeonError(f"the output '{path}' is the input file; surgeon never modifies its input: choose another -o")
+        if os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
+            raise SurgeonError(f"the output '{path}' is an input file; surgeon never modifies its input: choose another -o")
     if os.path.isdir(path):
-        raise SurgeonError(f"the output '{path}' is a directory; give a file name ending in .keras or .h5")
+        raise SurgeonError(f"the output '{path}' is a directory; give a file name")
     if os.path.exists(path) and not force:
         raise SurgeonError(f"'{path}' already exists; pass --force to replace it")
     if not os.access(directory, os.W_OK):
         raise SurgeonError(f"cannot write to '{directory}': permission denied")
-    return kind
 
 
 class PendingOutputs:
