@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from surgeon.errors import SurgeonError
-from surgeon.spec import iter_tensor_refs, layer_name, map_tensor_refs
+from surgeon.spec import iter_tensor_refs, layer_name, map_io_refs, map_tensor_refs
 
 
 def bypass_layer(model: dict, name: str) -> None:
@@ -35,18 +35,11 @@ def bypass_layer(model: dict, name: str) -> None:
     for entry in config["layers"]:
         if entry.get("inbound_nodes"):
             entry["inbound_nodes"] = map_tensor_refs(entry["inbound_nodes"], rewire)
+    def rewire_io(ref: list) -> list:
+        return list(sources[int(ref[1])]["config"]["keras_history"]) if ref[0] == name else ref
+
     for key in ("input_layers", "output_layers"):
-        config[key] = _rewire_io(config[key], name, sources)
-
-
-def _rewire_io(struct, name: str, sources: dict[int, dict]):
-    if isinstance(struct, list) and len(struct) == 3 and isinstance(struct[0], str):
-        if struct[0] == name:
-            return list(sources[int(struct[1])]["config"]["keras_history"])
-        return struct
-    if isinstance(struct, dict):
-        return {key: _rewire_io(value, name, sources) for key, value in struct.items()}
-    return [_rewire_io(value, name, sources) for value in struct]
+        config[key] = map_io_refs(config[key], rewire_io)
 
 
 def replace_layer(model: dict, name: str, build: Callable[[dict], dict]) -> dict:

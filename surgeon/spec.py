@@ -176,13 +176,26 @@ def keras_tensor(name: str, node_index: int, tensor_index: int, shape=None, dtyp
     }
 
 
+def _is_io_leaf(struct: Any) -> bool:
+    return isinstance(struct, (list, tuple)) and len(struct) == 3 and isinstance(struct[0], str)
+
+
 def io_refs(struct: Any) -> list[tuple[str, int, int]]:
     """Flatten a model's ``input_layers``/``output_layers`` (a leaf is ``[name, node, tensor]``)."""
-    if isinstance(struct, (list, tuple)) and len(struct) == 3 and isinstance(struct[0], str):
+    if _is_io_leaf(struct):
         return [(struct[0], int(struct[1]), int(struct[2]))]
     if isinstance(struct, dict):
         return [ref for value in struct.values() for ref in io_refs(value)]
     return [ref for value in struct for ref in io_refs(value)]
+
+
+def map_io_refs(struct: Any, fn) -> Any:
+    """A copy of an ``input_layers``/``output_layers`` structure with each ``[name, node, tensor]`` leaf replaced by ``fn(leaf)``."""
+    if _is_io_leaf(struct):
+        return fn(struct)
+    if isinstance(struct, dict):
+        return {key: map_io_refs(value, fn) for key, value in struct.items()}
+    return [map_io_refs(value, fn) for value in struct]
 
 
 def node_inputs(layer: dict, node_index: int) -> list[tuple[str, int, int]]:

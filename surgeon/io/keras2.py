@@ -58,6 +58,7 @@ from typing import Callable
 from surgeon.errors import SurgeonError
 from surgeon.io.compile_config import LOSS_NAMES
 from surgeon.layer_kinds import SHAPE_PRESERVING
+from surgeon.spec import map_io_refs
 
 __all__ = [
     "Translation",
@@ -1207,15 +1208,8 @@ def _translate_functional(cfg: dict, ctx: _Ctx) -> tuple[dict, dict]:
             off = 0
         return [new, node - off, tensor]
 
-    def map_io(x, is_output):
-        if isinstance(x, list) and len(x) == 3 and isinstance(x[0], str):
-            return fix_io(x, is_output)
-        if isinstance(x, dict):
-            return {k: map_io(v, is_output) for k, v in x.items()}
-        return [map_io(v, is_output) for v in x]
-
-    input_layers = map_io(cfg["input_layers"], False)
-    output_layers = map_io(cfg["output_layers"], True)
+    input_layers = map_io_refs(cfg["input_layers"], lambda ref: fix_io(ref, False))
+    output_layers = map_io_refs(cfg["output_layers"], lambda ref: fix_io(ref, True))
     # Keras 2 always wrote lists; Keras 3 writes a lone [name, node, tensor] for a model of one
     # input (or output), and then takes / returns a tensor rather than a list of one, as
     # Keras 2 did.

@@ -27,7 +27,7 @@ from surgeon.errors import SurgeonError
 from surgeon.graph import Graph, Node, Tensor
 from surgeon.passes import REGISTRY, PassReport
 from surgeon.passes.strip_dropout import strip_dropout
-from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, map_tensor_refs
+from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, map_io_refs, map_tensor_refs
 
 # The layers after which a person would cut an image classifier: the feature vector.
 FEATURE_LAYERS = frozenset({
@@ -151,7 +151,7 @@ def _name_top_inputs_like_base_outputs(top: dict, base: dict, cut: list[CutTenso
             layer["name"] = layer["config"]["name"] = mapping[_name(layer)]
         if layer.get("inbound_nodes"):
             layer["inbound_nodes"] = map_tensor_refs(layer["inbound_nodes"], lambda t: _renamed(t, mapping))
-    top["config"]["input_layers"] = _rename_io(top["config"]["input_layers"], mapping)
+    top["config"]["input_layers"] = map_io_refs(top["config"]["input_layers"], lambda ref: [mapping.get(ref[0], ref[0]), ref[1], ref[2]])
     for tensor in cut:
         tensor.name = mapping.get(tensor.name, tensor.name)
 
@@ -163,14 +163,6 @@ def _renamed(tensor: dict, mapping: dict[str, str]) -> dict:
     tensor = copy.deepcopy(tensor)
     tensor["config"]["keras_history"] = [mapping[name], node, index]
     return tensor
-
-
-def _rename_io(struct, mapping: dict[str, str]):
-    if isinstance(struct, list) and len(struct) == 3 and isinstance(struct[0], str):
-        return [mapping.get(struct[0], struct[0]), struct[1], struct[2]]
-    if isinstance(struct, dict):
-        return {key: _rename_io(value, mapping) for key, value in struct.items()}
-    return [_rename_io(value, mapping) for value in struct]
 
 
 def _import_fold_bn() -> None:
