@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from typing import Any
 
 from surgeon.errors import SurgeonError
-from surgeon.spec import io_refs, iter_tensor_refs, layer_name
+from surgeon.spec import io_refs, is_keras_tensor, iter_tensor_refs, layer_name
 
 Node = tuple[str, int]
 Tensor = tuple[str, int, int]
@@ -197,3 +198,34 @@ class Graph:
         for depth in sorted(by_depth, reverse=True):
             order.extend(sorted(by_depth[depth], key=lambda n: layer_indices[n]))
         return order
+
+
+def recorded_tensors(model_config: dict) -> dict[Tensor, tuple[Any, str]]:
+    """Tensor -> (shape, dtype) as Keras recorded them on one level of a functional config.
+
+    Keras writes a tensor's shape on every consumer's input (and an InputLayer's on the layer);
+    the first known shape wins. Shape is None where no consumer recorded one.
+    """
+    found: dict[Tensor, tuple[Any, str]] = {}
+
+    def record(tensor: Tensor, shape, dtype) -> None:
+        if tensor not in found or (found[tensor][0] is None and shape is not None):
+            found[tensor] = (shape, dtype or "float32")
+
+    def visit(obj) -> None:
+        if is_keras_tensor(obj):
+            name, node, index = obj["config"]["keras_history"]
+            record((name, int(node), int(index)), obj["config"].get("shape"), obj["config"].get("dtype"))
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                visit(value)
+        elif isinstance(obj, (list, tuple)):  # configs serialized in memory hold tuples
+            for value in obj:
+                visit(value)
+
+    for layer in model_config["config"]["layers"]:
+        if layer.get("class_name") == "InputLayer":
+            config = layer["config"]
+            record((layer_name(layer), 0, 0), config.get("batch_shape") or config.get("batch_input_shape"), config.get("dtype"))
+        visit(layer.get("inbound_nodes") or [])
+    return found

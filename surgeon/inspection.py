@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from surgeon.graph import Graph
+from surgeon.graph import Graph, recorded_tensors
 from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING
 from surgeon.params import layer_param_count, param_counts
 from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
@@ -79,17 +79,10 @@ def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
     shapes: dict[str, str] = {}
     graph = Graph.of(model)
     for name, layer in graph.layers.items():
-        path = prefix + name
-        if layer.get("class_name") == "InputLayer":
-            batch_shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
-            if batch_shape:
-                shapes[path] = _shape_text(batch_shape)
         if is_model_config(layer):
-            shapes.update(_output_shapes(layer, path + "/"))
-    recorded: dict[str, list] = {}
-    for layer in graph.layers.values():
-        for node in layer.get("inbound_nodes") or []:
-            _collect_shapes(node, recorded)
+            shapes.update(_output_shapes(layer, prefix + name + "/"))
+    # An InputLayer's own batch shape is among the recorded ones.
+    recorded = {tensor: shape for tensor, (shape, _) in recorded_tensors(model).items() if shape is not None}
     for (name, node_index, tensor_index), shape in recorded.items():
         if node_index == 0 and tensor_index == 0:
             shapes.setdefault(prefix + name, _shape_text(shape))
@@ -110,20 +103,6 @@ def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
             elif layer.get("class_name") in SHAPE_PRESERVING:
                 shapes[path] = _shape_text(inputs[0])
     return shapes
-
-
-def _collect_shapes(obj, recorded: dict) -> None:
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            history = obj["config"].get("keras_history")
-            if history and obj["config"].get("shape") is not None:
-                recorded.setdefault(tuple(history), obj["config"]["shape"])
-            return
-        for value in obj.values():
-            _collect_shapes(value, recorded)
-    elif isinstance(obj, list):
-        for value in obj:
-            _collect_shapes(value, recorded)
 
 
 def _shape_text(shape) -> str:

@@ -24,7 +24,7 @@ import dataclasses
 from typing import Any
 
 from surgeon.errors import SurgeonError
-from surgeon.graph import Graph, Node, Tensor
+from surgeon.graph import Graph, Node, Tensor, recorded_tensors
 from surgeon.passes import REGISTRY, PassReport
 from surgeon.passes.strip_dropout import strip_dropout
 from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, map_io_refs, map_tensor_refs
@@ -313,7 +313,7 @@ def _split_model(model: dict, at: list[str], prefix: str) -> _Halves:
         near = valid_cuts_near(graph, name)
         hint = f"; valid cuts near it: {', '.join(prefix + n for n in near)}" if near else "; pick another --at"
         raise BadCut(f"cannot cut after '{prefix}{name}': " + "; ".join(problems) + hint)
-    shapes = _recorded_shapes(model)
+    shapes = recorded_tensors(model)
     inner = None
     if len(at) > 1:
         if graph.call_count(name) != 1:
@@ -452,29 +452,6 @@ def _tensor_dict(input_entry: dict) -> dict:
 def _remap(tensor: dict, remap: dict[Tensor, dict]) -> dict:
     name, node, index = tensor["config"]["keras_history"]
     return copy.deepcopy(remap.get((name, int(node), int(index)), tensor))
-
-
-def _recorded_shapes(model: dict) -> dict[Tensor, tuple[Any, str]]:
-    """Tensor -> (shape, dtype) as Keras recorded them on the inputs of every consumer."""
-    found: dict[Tensor, tuple[Any, str]] = {}
-
-    def visit(obj) -> None:
-        if is_keras_tensor(obj):
-            name, node, index = obj["config"]["keras_history"]
-            found.setdefault((name, int(node), int(index)), (obj["config"].get("shape"), obj["config"].get("dtype") or "float32"))
-        elif isinstance(obj, dict):
-            for value in obj.values():
-                visit(value)
-        elif isinstance(obj, (list, tuple)):  # configs serialized in memory hold tuples
-            for value in obj:
-                visit(value)
-
-    for layer in model["config"]["layers"]:
-        visit(layer.get("inbound_nodes") or [])
-        if layer.get("class_name") == "InputLayer":
-            config = layer["config"]
-            found.setdefault((_name(layer), 0, 0), (config.get("batch_shape"), config.get("dtype") or "float32"))
-    return found
 
 
 def _unique(name: str, taken: set[str]) -> str:
