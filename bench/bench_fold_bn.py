@@ -41,7 +41,7 @@ def make_model(arch: str, path: str) -> None:
     """A frozen application with random BN statistics, saved as a fine-tuning job would find it."""
     import keras
 
-    from sweep_fold_bn import randomize_bn
+    from applications import randomize_bn
 
     # Logits: a saturated softmax would hide the error in (c).
     model = getattr(keras.applications, arch)(weights=None, input_shape=(224, 224, 3), classifier_activation=None)

@@ -14,6 +14,7 @@ trainable Dense head), and saved. Then, per file:
 Prints one row per file and the pass counts. Usage:
 
     python bench/sweep_fold_bn.py [--only ResNet50,MobileNetV2] [--formats h5,keras] [--variants flat,nested]
+                                  [--in-process]
 """
 
 from __future__ import annotations
@@ -21,77 +22,11 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import shutil
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# architecture -> a small input it accepts with weights=None
-ARCHS = {
-    "ResNet50": (32, 32, 3),
-    "ResNet50V2": (32, 32, 3),
-    "MobileNet": (32, 32, 3),
-    "MobileNetV2": (32, 32, 3),
-    "MobileNetV3Small": (32, 32, 3),
-    "MobileNetV3Large": (32, 32, 3),
-    "DenseNet121": (32, 32, 3),
-    "Xception": (71, 71, 3),
-    "InceptionV3": (75, 75, 3),
-    "InceptionResNetV2": (75, 75, 3),
-    "EfficientNetB0": (32, 32, 3),
-    "EfficientNetV2B0": (32, 32, 3),
-    "NASNetMobile": (32, 32, 3),
-    "ConvNeXtTiny": (32, 32, 3),
-    "VGG16": (32, 32, 3),
-}
-
-
-def randomize_bn(model, seed: int = 0) -> None:
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    for layer in _leaves(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, n))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.5, n))
-            layer.moving_mean.assign(rng.normal(0, 0.5, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
-
-
-def _leaves(model):
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaves(layer)
-        else:
-            yield layer
-
-
-def build(arch: str, variant: str):
-    import keras
-
-    fn = getattr(keras.applications, arch)
-    shape = ARCHS[arch]
-    if variant == "flat":
-        # Logits, not softmax: a saturated softmax would hide any error from the comparison.
-        model = fn(weights=None, input_shape=shape, classes=10, classifier_activation=None)
-        randomize_bn(model)
-        model.trainable = False
-        return model
-    base = fn(include_top=False, weights=None, input_shape=shape)
-    randomize_bn(base)
-    base.trainable = False
-    x = keras.Input(shape)
-    y = keras.layers.GlobalAveragePooling2D()(base(x))
-    return keras.Model(x, keras.layers.Dense(5, name="head")(y), name=f"outer_{arch.lower()}")
+from applications import build, collect_rows, leaves, one_line, parse_args, print_counts, print_failures
 
 
 def check(path: str, out: str) -> tuple[str, str]:
@@ -115,7 +50,7 @@ def check(path: str, out: str) -> tuple[str, str]:
     if left:
         return "FAIL left", f"{details}; {left[0]['layer']}: {left[0]['reason']}"
     loaded = keras.models.load_model(out, compile=False)
-    remaining = [layer.name for layer in _leaves(loaded) if isinstance(layer, keras.layers.BatchNormalization)]
+    remaining = [layer.name for layer in leaves(loaded) if isinstance(layer, keras.layers.BatchNormalization)]
     if remaining:
         return "FAIL bn", f"{details}; BN left: {remaining[:3]}"
     hazards = {h.kind for h in inspect_spec(read_model(out, values=False)).hazards}
@@ -124,61 +59,59 @@ def check(path: str, out: str) -> tuple[str, str]:
     return "ok", details
 
 
+def run_architecture(arch: str, args):
+    with tempfile.TemporaryDirectory(prefix="sweep_fold_bn_") as directory:
+        for variant in args.variants:
+            try:
+                model = build(arch, variant, frozen=True)
+            except Exception as error:  # noqa: BLE001
+                for fmt in args.formats:
+                    yield _row(arch, variant, fmt, "FAIL build", one_line(error), 0.0)
+                continue
+            for fmt in args.formats:
+                path = os.path.join(directory, f"{arch}_{variant}.{fmt}")
+                out = os.path.join(directory, f"{arch}_{variant}.folded.{fmt}")
+                start = time.perf_counter()
+                try:
+                    model.save(path)
+                    status, details = check(path, out)
+                except Exception as error:  # noqa: BLE001
+                    status, details = "FAIL error", one_line(error)
+                row = _row(arch, variant, fmt, status, details, time.perf_counter() - start)
+                print(f"| {' | '.join(_cells(row))} | {row['seconds']:.1f}s |", file=sys.stderr, flush=True)
+                for file in (path, out):
+                    if os.path.exists(file):
+                        os.remove(file)
+                yield row
+
+
+def _row(arch, variant, fmt, status, details, seconds) -> dict:
+    ok = status == "ok"
+    return {"arch": arch, "variant": variant, "format": fmt, "status": status, "details": details,
+            "ok": ok, "reason": "" if ok else f"{status}: {details}", "seconds": seconds}
+
+
+def _cells(row: dict) -> list[str]:
+    # A case whose process died has no status or details, only a reason.
+    return [row["arch"], row["variant"], row["format"], row.get("status", "FAIL"), row.get("details", row["reason"])]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", help="comma-separated architectures")
-    parser.add_argument("--formats", default="h5,keras")
-    parser.add_argument("--variants", default="flat,nested")
-    args = parser.parse_args(argv)
-    archs = [a for a in ARCHS if not args.only or a.lower() in {n.strip().lower() for n in args.only.split(",")}]
-    import warnings
-
-    warnings.filterwarnings("ignore")
+    args = parse_args(parser, argv)
+    rows = collect_rows(args, lambda arch: run_architecture(arch, args))
     import keras
 
-    directory = tempfile.mkdtemp(prefix="sweep_fold_bn_")
-    rows = []
-    try:
-        for arch in archs:
-            for variant in args.variants.split(","):
-                keras.backend.clear_session()
-                try:
-                    model = build(arch, variant)
-                except Exception as error:  # noqa: BLE001
-                    rows.append((arch, variant, "-", "FAIL build", _line(error), 0.0))
-                    continue
-                for fmt in args.formats.split(","):
-                    path = os.path.join(directory, f"{arch}_{variant}.{fmt}")
-                    out = os.path.join(directory, f"{arch}_{variant}.folded.{fmt}")
-                    start = time.perf_counter()
-                    try:
-                        model.save(path)
-                        status, details = check(path, out)
-                    except Exception as error:  # noqa: BLE001
-                        status, details = "FAIL error", _line(error)
-                    rows.append((arch, variant, fmt, status, details, time.perf_counter() - start))
-                    print(f"| {' | '.join(rows[-1][:5])} | {rows[-1][5]:.1f}s |", file=sys.stderr, flush=True)
-                    for file in (path, out):
-                        if os.path.exists(file):
-                            os.remove(file)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
     print(f"\nkeras {keras.__version__}\n")
     print("| architecture | variant | format | result | details | seconds |")
     print("|---|---|---|---|---|---|")
-    for arch, variant, fmt, status, details, seconds in rows:
-        print(f"| {arch} | {variant} | {fmt} | {status} | {details} | {seconds:.1f} |")
-    passed = sum(1 for row in rows if row[3] == "ok")
-    print(f"\n{passed}/{len(rows)} fold, verify, leave no BatchNormalization and no BN hazard")
-    for fmt in args.formats.split(","):
-        subset = [row for row in rows if row[2] == fmt]
-        print(f"  .{fmt}: {sum(1 for row in subset if row[3] == 'ok')}/{len(subset)}")
+    for row in rows:
+        print(f"| {' | '.join(_cells(row))} | {row['seconds']:.1f} |")
+    print()
+    passed = print_counts(rows, "fold, verify, leave no BatchNormalization and no BN hazard")
+    print()
+    print_failures(rows)
     return 0 if passed == len(rows) else 1
-
-
-def _line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:160]}"
 
 
 if __name__ == "__main__":
