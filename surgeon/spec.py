@@ -112,6 +112,21 @@ def layer_name(layer: dict) -> str:
     return layer.get("name") or layer["config"]["name"]
 
 
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2``, ... whichever is not in ``taken``; the result is added to ``taken``."""
+    name, counter = base, 1
+    while name in taken:
+        name = f"{base}_{counter}"
+        counter += 1
+    taken.add(name)
+    return name
+
+
+def dtype_policy(name: str) -> dict:
+    """The serialized ``DTypePolicy`` Keras 3 writes as a layer's ``dtype`` (e.g. "float32", "mixed_float16")."""
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": name}, "registered_name": None}
+
+
 def parent_path(path: str) -> str:
     return path.rpartition("/")[0]
 

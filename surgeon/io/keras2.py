@@ -58,7 +58,7 @@ from typing import Callable
 from surgeon.errors import SurgeonError
 from surgeon.io.compile_config import LOSS_NAMES
 from surgeon.layer_kinds import SHAPE_PRESERVING
-from surgeon.spec import map_io_refs
+from surgeon.spec import MODEL_CLASSES, dtype_policy, keras_tensor, map_io_refs, unique_name
 
 __all__ = [
     "Translation",
@@ -69,9 +69,6 @@ __all__ = [
     "legacy_weight_name",
     "group_layer_weights",
 ]
-
-MODEL_CLASSES = {"Functional", "Model", "Sequential"}
-
 
 @dataclass
 class Translation:
@@ -201,8 +198,7 @@ def _policy(dtype):
         name = (dtype.get("config") or {}).get("name", "float32")
     else:
         name = dtype or "float32"
-    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": name},
-            "registered_name": None}
+    return dtype_policy(name)
 
 
 def _base_cfg(name: str, dtype=None, trainable: bool = True) -> dict:
@@ -847,15 +843,6 @@ def _transpose(name, op, call, shape_of, ctx, dtype):
     return [_NewLayer("Permute", cfg, [x])]
 
 
-def _unique_name(base, taken: set):
-    n, i = base, 1
-    while n in taken:
-        n = f"{base}_{i}"
-        i += 1
-    taken.add(n)
-    return n
-
-
 def _crop_layer(name, dtype, rank, crops, channels_first):
     n = rank - 2
     cfg = _base_cfg(name, dtype)
@@ -916,10 +903,10 @@ def _getitem(name, op, call, shape_of, ctx, dtype, taken: set):
         # (B, C) -> (B, C, 1) -> Cropping1D -> (B, C')
         c = shape[1]
         lo, hi = crops[1]
-        cfg = _base_cfg(_unique_name(f"{name}_expand", taken), dtype)
+        cfg = _base_cfg(unique_name(f"{name}_expand", taken), dtype)
         cfg["target_shape"] = [c, 1]
         cur = emit("Reshape", cfg, cur)
-        cls, cfg = _crop_layer(_unique_name(f"{name}_crop", taken), dtype, 3, [(lo, hi)], False)
+        cls, cfg = _crop_layer(unique_name(f"{name}_crop", taken), dtype, 3, [(lo, hi)], False)
         cur = emit(cls, cfg, cur)
         cfg = _base_cfg(name, dtype)
         cfg["target_shape"] = [c - lo - hi]
@@ -933,10 +920,10 @@ def _getitem(name, op, call, shape_of, ctx, dtype, taken: set):
             t, c = shape[1], shape[2]
             if c is None:
                 raise _untranslatable(name, op, " (slicing a feature axis of unknown size)")
-            cfg = _base_cfg(_unique_name(f"{name}_expand", taken), dtype)
+            cfg = _base_cfg(unique_name(f"{name}_expand", taken), dtype)
             cfg["target_shape"] = [-1 if t is None else t, c, 1]
             cur = emit("Reshape", cfg, cur)
-            cls, cfg = _crop_layer(_unique_name(f"{name}_crop", taken), dtype, 4,
+            cls, cfg = _crop_layer(unique_name(f"{name}_crop", taken), dtype, 4,
                                    [crops[1], crops[2]], False)
             cur = emit(cls, cfg, cur)
             cfg = _base_cfg(name, dtype)
@@ -947,7 +934,7 @@ def _getitem(name, op, call, shape_of, ctx, dtype, taken: set):
         need_last = any(crops[a] != (0, 0) for a in range(1, rank - 1))
         need_first = crops[rank - 1] != (0, 0)
         if need_last:
-            nm = name if not need_first else _unique_name(f"{name}_crop", taken)
+            nm = name if not need_first else unique_name(f"{name}_crop", taken)
             cls, cfg = _crop_layer(nm, dtype, rank, crops[1:rank - 1], False)
             cur = emit(cls, cfg, cur)
         if need_first:
@@ -1039,7 +1026,7 @@ def _make_renames(names: list[str], ctx: _Ctx) -> dict[str, str]:
     out = {}
     for n in names:
         if "/" in n:
-            new = _unique_name(_safe_name(n), taken)
+            new = unique_name(_safe_name(n), taken)
             out[n] = new
             ctx.renamed[n] = new
             ctx.note("'/' in layer names replaced by '_' (Keras 3 refuses '/')", n)
@@ -1078,14 +1065,6 @@ def _set_untrainable(cfg, ctx, name):
 
 # ---------------------------------------------------------------------------------------------
 # functional models
-
-
-def _k3_tensor(ref: _Ref, shape, dtype="float32"):
-    return {
-        "class_name": "__keras_tensor__",
-        "config": {"shape": list(shape), "dtype": dtype, "keras_history": [ref.name, ref.node,
-                                                                          ref.tensor]},
-    }
 
 
 def _translate_functional(cfg: dict, ctx: _Ctx) -> tuple[dict, dict]:
@@ -1243,7 +1222,7 @@ def _emit_layer(cls, cfg, calls: list[_Call], shapes, dtypes) -> dict:
     def ser(x):
         if isinstance(x, _Ref):
             shp = shapes.get(x.key())
-            return _k3_tensor(x, _placeholder(shp), dtypes.get(x.key(), "float32"))
+            return keras_tensor(x.name, x.node, x.tensor, list(_placeholder(shp)), dtypes.get(x.key(), "float32"))
         return x
 
     nodes = []
@@ -1292,7 +1271,7 @@ def _translate_sequential(cfg, ctx: _Ctx) -> tuple[dict, list | None]:
         if bis is None and "input_dim" in c0:
             bis = [None, c0["input_dim"]]
         if bis is not None:
-            in_name = _unique_name(f"{renames.get(old_names[0], old_names[0])}_input", taken)
+            in_name = unique_name(f"{renames.get(old_names[0], old_names[0])}_input", taken)
             dt = c0.get("dtype", "float32")
             if isinstance(dt, dict):
                 dt = (dt.get("config") or {}).get("name", "float32")

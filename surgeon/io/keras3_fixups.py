@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from surgeon.spec import dtype_policy, unique_name
+
 __all__ = [
     "Fixup",
     "REWRITES",
@@ -89,15 +91,6 @@ def _is_scalar(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _dtype_policy(name: str) -> dict:
-    return {
-        "module": "keras",
-        "class_name": "DTypePolicy",
-        "config": {"name": name},
-        "registered_name": None,
-    }
-
-
 class _Ctx:
     """What a rewrite needs to know besides the layer: dialect, names in use, nesting path."""
 
@@ -107,12 +100,7 @@ class _Ctx:
         self.path = path
 
     def unique(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.used_names:
-            name = f"{base}_{i}"
-            i += 1
-        self.used_names.add(name)
-        return name
+        return unique_name(base, self.used_names)
 
     def layer(
         self,
@@ -160,7 +148,7 @@ def _base_config(layer: dict, dtype_name: str) -> dict:
     cfg = layer.get("config", {})
     dtype = cfg.get("dtype")
     if not isinstance(dtype, (dict, str)):
-        dtype = _dtype_policy(dtype_name)
+        dtype = dtype_policy(dtype_name)
     return {"trainable": cfg.get("trainable", True), "dtype": copy.deepcopy(dtype)}
 
 

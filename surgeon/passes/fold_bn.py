@@ -38,7 +38,7 @@ from surgeon.graph import Graph
 from surgeon.graph_edit import bypass_layer, replace_layer
 from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS
 from surgeon.passes import PassReport, register_pass
-from surgeon.spec import ModelSpec, effectively_frozen, is_keras_tensor, is_model_config, layer_name
+from surgeon.spec import ModelSpec, dtype_policy, effectively_frozen, is_keras_tensor, is_model_config, layer_name
 
 
 def _data_format_axis(config: dict, rank: int) -> int:
@@ -460,5 +460,5 @@ def _rescaling_dtype(policy):
     """
     name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
     if name is None or str(name).startswith("mixed_") or name in ("float16", "bfloat16"):
-        return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
+        return dtype_policy("float32")
     return policy

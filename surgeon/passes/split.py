@@ -27,7 +27,7 @@ from surgeon.errors import SurgeonError
 from surgeon.graph import Graph, Node, Tensor, recorded_tensors
 from surgeon.passes import REGISTRY, PassReport
 from surgeon.passes.strip_dropout import strip_dropout
-from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, map_io_refs, map_tensor_refs
+from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, layer_name, map_io_refs, map_tensor_refs, unique_name
 
 # The layers after which a person would cut an image classifier: the feature vector.
 FEATURE_LAYERS = frozenset({
@@ -142,13 +142,13 @@ def _name_top_inputs_like_base_outputs(top: dict, base: dict, cut: list[CutTenso
     """Rename the top's cut inputs to the base's output names, so that the .npz ``features`` writes
     is keyed by the top's input names: ``top.fit(dict(np.load("features.npz")), y)`` works."""
     keys = feature_keys([ref[0] for ref in io_refs(base["config"]["output_layers"])])
-    others = {_name(layer) for layer in top["config"]["layers"]} - {t.name for t in cut}
+    others = {layer_name(layer) for layer in top["config"]["layers"]} - {t.name for t in cut}
     mapping = {t.name: key for t, key in zip(cut, keys) if key not in others and t.name != key}
     if len(set(mapping.values()) | ({t.name for t in cut} - set(mapping))) != len(cut):
         return  # the renaming would merge two inputs; keep the names
     for layer in top["config"]["layers"]:
-        if layer.get("class_name") == "InputLayer" and _name(layer) in mapping:
-            layer["name"] = layer["config"]["name"] = mapping[_name(layer)]
+        if layer.get("class_name") == "InputLayer" and layer_name(layer) in mapping:
+            layer["name"] = layer["config"]["name"] = mapping[layer_name(layer)]
         if layer.get("inbound_nodes"):
             layer["inbound_nodes"] = map_tensor_refs(layer["inbound_nodes"], lambda t: _renamed(t, mapping))
     top["config"]["input_layers"] = map_io_refs(top["config"]["input_layers"], lambda ref: [mapping.get(ref[0], ref[0]), ref[1], ref[2]])
@@ -330,8 +330,7 @@ def _split_model(model: dict, at: list[str], prefix: str) -> _Halves:
     cut_info: list[CutTensor] = []
 
     def add_input(tensor: Tensor, preferred: str, source: str, shape, dtype) -> None:
-        input_name = _unique(preferred, taken)
-        taken.add(input_name)
+        input_name = unique_name(preferred, taken)
         new_inputs[tensor] = _input_layer(input_name, shape, dtype)
         cut_info.append(CutTensor(input_name, source, shape, dtype))
 
@@ -367,7 +366,7 @@ def _split_model(model: dict, at: list[str], prefix: str) -> _Halves:
         top_extra_args = args
 
     base_layers = {n for n, _ in level.base_nodes}
-    base = _level_config(model, [l for l in model["config"]["layers"] if _name(l) in base_layers],
+    base = _level_config(model, [l for l in model["config"]["layers"] if layer_name(l) in base_layers],
                          [t for t in graph.inputs if t[0] in base_layers],
                          base_outputs)
     if inner is not None:
@@ -376,7 +375,7 @@ def _split_model(model: dict, at: list[str], prefix: str) -> _Halves:
     remap = {t: _tensor_dict(entry) for t, entry in new_inputs.items() if not (inner is not None and t[0] == name)}
     top_layers = []
     for layer in model["config"]["layers"]:
-        layer_key = _name(layer)
+        layer_key = layer_name(layer)
         if layer_key == name and inner is not None:
             entry = copy.deepcopy(layer)
             entry["config"] = inner.top["config"]
@@ -386,7 +385,7 @@ def _split_model(model: dict, at: list[str], prefix: str) -> _Halves:
             entry = copy.deepcopy(layer)
             entry["inbound_nodes"] = map_tensor_refs(entry.get("inbound_nodes") or [], lambda t: _remap(t, remap))
             top_layers.append(entry)
-    top_inputs = [(_name(e), 0, 0) for e in new_inputs.values()] + level.passthrough
+    top_inputs = [(layer_name(e), 0, 0) for e in new_inputs.values()] + level.passthrough
     top = _level_config(model, list(new_inputs.values()) + top_layers, top_inputs, None)
 
     nested = None
@@ -403,7 +402,7 @@ def _unwrap(halves: _Halves) -> tuple[dict, str]:
     if halves.nested is None:
         return halves.base, ""
     for layer in halves.base["config"]["layers"]:
-        if _name(layer) == halves.nested:
+        if layer_name(layer) == halves.nested:
             inner = {key: value for key, value in layer.items() if key not in ("name", "inbound_nodes")}
             return copy.deepcopy(inner), halves.nested + "/"
     raise AssertionError("nested base vanished")
@@ -422,7 +421,7 @@ def _level_config(model: dict, layers: list[dict], inputs: list[Tensor], outputs
 
 def _swap_layer(model: dict, name: str, nested: dict) -> None:
     for layer in model["config"]["layers"]:
-        if _name(layer) == name:
+        if layer_name(layer) == name:
             layer["config"] = copy.deepcopy(nested["config"])
             return
 
@@ -452,18 +451,6 @@ def _tensor_dict(input_entry: dict) -> dict:
 def _remap(tensor: dict, remap: dict[Tensor, dict]) -> dict:
     name, node, index = tensor["config"]["keras_history"]
     return copy.deepcopy(remap.get((name, int(node), int(index)), tensor))
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, counter = name, 1
-    while candidate in taken:
-        candidate = f"{name}_{counter}"
-        counter += 1
-    return candidate
-
-
-def _name(layer: dict) -> str:
-    return layer.get("name") or layer["config"]["name"]
 
 
 def _freeze_all(model: dict) -> None:
