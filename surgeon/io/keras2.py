@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from surgeon.errors import SurgeonError
-from surgeon.io.compile_config import LOSS_NAMES
+from surgeon.io.compile_config import LOSS_NAMES, OPTIMIZER_NAMES
 from surgeon.layer_kinds import SHAPE_PRESERVING
 from surgeon.spec import MODEL_CLASSES, dtype_policy, keras_tensor, map_io_refs, unique_name
 
@@ -1347,13 +1347,8 @@ def translate_model_config(config: dict, allow_code: bool = False) -> Translatio
     return Translation(config=out, renamed=dict(ctx.renamed), notes=ctx.notes())
 
 
-OPTIMIZER_NAMES = {
-    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
-    "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "Nadam", "ftrl": "Ftrl",
-    "lion": "Lion", "adafactor": "Adafactor",
-}
 OPTIMIZER_DROPPED_KEYS = ("jit_compile", "is_legacy_optimizer")
-# LOSS_NAMES lives in compile_config: the Keras 3 .h5 writer needs the same spelling-out.
+# LOSS_NAMES and OPTIMIZER_NAMES live in compile_config: the Keras 3 .h5 writer and recompile use them too.
 LOSS_REDUCTIONS = {"auto": "sum_over_batch_size", "sum_over_batch_size": "sum_over_batch_size",
                    "sum": "sum", "none": None}
 

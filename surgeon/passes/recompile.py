@@ -12,20 +12,9 @@ import copy
 import dataclasses
 
 from surgeon.errors import SurgeonError
+from surgeon.io.compile_config import LOSS_NAMES, OPTIMIZER_NAMES
 from surgeon.passes import PassReport, register_pass
 from surgeon.spec import ModelSpec
-
-# Lower-case name -> Keras class name (keras.optimizers.get accepts either; files store the class).
-OPTIMIZERS = {name.lower(): name for name in (
-    "SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad", "Adamax", "Adafactor", "Nadam", "Ftrl", "Lion", "Lamb",
-)}
-# Short aliases Keras resolves but writes back badly: Keras 3.15 stores "mse" in an .h5 training
-# config as keras.metrics.mse, which load_model then refuses (see fixtures/README.md).
-LOSS_ALIASES = {
-    "mse": "mean_squared_error", "mae": "mean_absolute_error", "mape": "mean_absolute_percentage_error",
-    "msle": "mean_squared_logarithmic_error", "bce": "binary_crossentropy", "cce": "categorical_crossentropy",
-    "scce": "sparse_categorical_crossentropy", "kld": "kl_divergence",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +61,9 @@ def compile_config(current: dict | None, options: CompileOptions) -> dict:
     if options.learning_rate is not None and not options.learning_rate > 0:
         raise SurgeonError(f"--learning-rate must be positive, got {options.learning_rate}")
     if options.optimizer is not None:
-        class_name = OPTIMIZERS.get(options.optimizer.lower())
+        class_name = OPTIMIZER_NAMES.get(options.optimizer.lower())
         if class_name is None:
-            raise SurgeonError(f"unknown optimizer '{options.optimizer}'; expected one of {', '.join(sorted(OPTIMIZERS.values()))}")
+            raise SurgeonError(f"unknown optimizer '{options.optimizer}'; expected one of {', '.join(sorted(OPTIMIZER_NAMES.values()))}")
         config["optimizer"] = {
             "module": "keras.optimizers", "class_name": class_name,
             "config": {} if options.learning_rate is None else {"learning_rate": float(options.learning_rate)},
@@ -83,13 +72,13 @@ def compile_config(current: dict | None, options: CompileOptions) -> dict:
     elif options.learning_rate is not None:
         optimizer = config.get("optimizer")
         if isinstance(optimizer, str):
-            optimizer = {"module": "keras.optimizers", "class_name": OPTIMIZERS.get(optimizer.lower(), optimizer), "config": {}, "registered_name": None}
+            optimizer = {"module": "keras.optimizers", "class_name": OPTIMIZER_NAMES.get(optimizer.lower(), optimizer), "config": {}, "registered_name": None}
         if not isinstance(optimizer, dict):
             raise SurgeonError("--learning-rate needs an optimizer: the model has none stored; add --optimizer NAME")
         optimizer.setdefault("config", {})["learning_rate"] = float(options.learning_rate)
         config["optimizer"] = optimizer
     if options.loss is not None:
-        config["loss"] = LOSS_ALIASES.get(options.loss.lower(), options.loss)
+        config["loss"] = LOSS_NAMES.get(options.loss.lower(), options.loss)
     if options.metrics is not None:
         config["metrics"] = list(options.metrics) or None
     return config
