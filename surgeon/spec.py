@@ -16,8 +16,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
-
 MODEL_CLASSES = ("Functional", "Model", "Sequential")
 
 
@@ -81,14 +79,6 @@ class ModelSpec:
         """Every layer config with its path, depth first, nested models before their layers."""
         yield from iter_layers(self.config)
 
-    def layer(self, path: str) -> dict:
-        for layer_path, layer in self.layers():
-            if layer_path == path:
-                return layer
-        raise SurgeonError(f"no layer named '{path}' in the model; run `surgeon inspect` to list them")
-
-    def has_weights(self) -> bool:
-        return any(isinstance(w, np.ndarray) for ws in self.weights.values() for w in ws.values())
 
 
 # --- config helpers --------------------------------------------------------------------------

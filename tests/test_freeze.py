@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from surgeon.cli import app
 from surgeon.errors import SurgeonError
 from surgeon.io import read_model
-from surgeon.passes.freeze import Selection, freeze, set_all_trainable
+from surgeon.passes.freeze import Selection, freeze
 from surgeon.passes.recompile import CompileOptions, recompile
 from surgeon.spec import effectively_frozen
 
@@ -104,11 +104,6 @@ def test_parameter_counts_agree_with_keras(nested):
     total = sum(int(np.prod(v.shape)) for v in model.weights)
     assert (report.after.trainable, report.after.non_trainable) == (trainable, total - trainable)
     assert isinstance(model, keras.Model)
-
-
-def test_set_all_trainable_unfreezes_nested_models_consistently(nested):
-    spec = set_all_trainable(nested, True)
-    assert all(flags(spec).values()) and not frozen_paths(spec)
 
 
 def test_compile_options_build_a_config_that_keras_compiles_and_fits(late_freeze):

@@ -63,9 +63,8 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
     import keras
 
     try:
-        with keras.saving.custom_object_scope({}):
-            # to_keras_config returns a copy: Functional.from_config pops keys out of its dict.
-            model = keras.saving.deserialize_keras_object(to_keras_config(spec.config), safe_mode=not allow_code)
+        # to_keras_config returns a copy: Functional.from_config pops keys out of its dict.
+        model = keras.saving.deserialize_keras_object(to_keras_config(spec.config), safe_mode=not allow_code)
     except SurgeonError:
         raise
     except Exception as error:  # Keras raises TypeError/ValueError/AttributeError with long texts

@@ -289,13 +289,13 @@ def _plan_after(level: _Level, bn: _BatchNorm, consumers, outputs, frozen) -> _F
         reason = f"'{target}' is trainable: folding would change how it fine-tunes (--all folds it)"
     elif level.top and _is_output(level, bn.name):
         reason = "its output is a model output: the layer keeps its name so the output does too"
-    elif _kernel_name(level.weights.get(target, {}), pattern.after[1]) is None:
+    elif pattern.after[1] not in level.weights.get(target, {}):
         reason = f"'{target}' has no '{pattern.after[1]}' weight in the file"
     if reason:
         bn.why_not = reason
         return None
     layout = pattern.after[0]
-    kernel_name = _kernel_name(level.weights[target], pattern.after[1])
+    kernel_name = pattern.after[1]  # the readers give every file Keras 3's weight names
 
     def apply(weights: dict[str, np.ndarray]) -> None:
         kernel, bias = bn_math.fold_bn_after(weights[kernel_name], weights.get("bias"), bn.scale, bn.shift, layout)
@@ -346,10 +346,9 @@ def _before_one(level: _Level, bn: _BatchNorm, user: str, consumers, outputs, fr
         return f"it feeds '{target}', whose padding '{config.get('padding')}' pads after the BN"
     if not frozen[target]:
         return f"'{target}' is trainable: folding would change how it fine-tunes (--all folds it)"
-    layout, wanted = pattern.before
-    kernel_name = _kernel_name(level.weights.get(target, {}), wanted)
-    if kernel_name is None:
-        return f"'{target}' has no '{wanted}' weight in the file"
+    layout, kernel_name = pattern.before
+    if kernel_name not in level.weights.get(target, {}):  # the readers give every file Keras 3's weight names
+        return f"'{target}' has no '{kernel_name}' weight in the file"
     groups = int(config.get("groups", 1) or 1)
 
     def apply(weights: dict[str, np.ndarray]) -> None:
@@ -408,11 +407,6 @@ def _on_channel_axis(bn: _BatchNorm, pattern: Pattern, config: dict) -> bool:
     if not -rank <= bn.config_axis < rank:
         return False
     return bn.config_axis % rank == pattern.channel_axis(config, rank)
-
-
-def _kernel_name(weights: dict, wanted: str) -> str | None:
-    """``wanted`` if the layer has that weight (the readers give every file Keras 3's names)."""
-    return wanted if wanted in weights else None
 
 
 def _ensure_bias(layer: dict) -> None:

@@ -105,15 +105,6 @@ def freeze_batchnorm(spec: ModelSpec) -> tuple[ModelSpec, FreezeReport]:
     return spec, report
 
 
-def set_all_trainable(spec: ModelSpec, trainable: bool) -> ModelSpec:
-    """A copy of ``spec`` with every layer (nested ones included) trainable or frozen, consistently."""
-    spec = spec.copy()
-    layers = dict(iter_layers(spec.config))
-    _write_flags(spec, layers, dict.fromkeys(_leaf_paths(layers), trainable))
-    spec.config["config"]["trainable"] = True
-    return spec
-
-
 def _write_flags(spec: ModelSpec, layers: dict[str, dict], trainable: dict[str, bool]) -> None:
     """Leaves get their flag; a nested model is trainable iff some layer inside it is."""
     for path, layer in layers.items():
@@ -125,10 +116,6 @@ def _write_flags(spec: ModelSpec, layers: dict[str, dict], trainable: dict[str, 
         else:
             value = trainable.get(path, True)
         layer["config"]["trainable"] = bool(value)
-
-
-def _leaf_paths(layers: dict[str, dict]) -> list[str]:
-    return [p for p, layer in layers.items() if not is_model_config(layer) and layer.get("class_name") != "InputLayer"]
 
 
 def topological_paths(model_config: dict, prefix: str = "") -> list[str]:

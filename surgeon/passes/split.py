@@ -25,7 +25,8 @@ from typing import Any
 
 from surgeon.errors import SurgeonError
 from surgeon.graph import Graph, Node, Tensor, recorded_tensors
-from surgeon.passes import REGISTRY, PassReport
+from surgeon.passes import PassReport
+from surgeon.passes.fold_bn import fold_bn as fold_bn_pass
 from surgeon.passes.strip_dropout import strip_dropout
 from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, layer_name, map_io_refs, map_tensor_refs, unique_name
 
@@ -108,9 +109,7 @@ def split(spec: ModelSpec, at: str | None = None, *, fold_bn: bool = False) -> t
     base, report = strip_dropout(base, only_frozen=True)
     base_passes.append(report)
     if fold_bn:
-        if "fold_bn" not in REGISTRY:
-            _import_fold_bn()
-        base, report = REGISTRY["fold_bn"](base)
+        base, report = fold_bn_pass(base)
         base_passes.append(report)
     _name_top_inputs_like_base_outputs(top.config, base.config, halves.cut)
     report = SplitReport(
@@ -163,15 +162,6 @@ def _renamed(tensor: dict, mapping: dict[str, str]) -> dict:
     tensor = copy.deepcopy(tensor)
     tensor["config"]["keras_history"] = [mapping[name], node, index]
     return tensor
-
-
-def _import_fold_bn() -> None:
-    try:
-        import surgeon.passes.fold_bn  # noqa: F401
-    except ImportError:
-        raise SurgeonError("--fold-bn needs the fold_bn pass, which this surgeon version lacks; split without --fold-bn") from None
-    if "fold_bn" not in REGISTRY:
-        raise SurgeonError("--fold-bn needs the fold_bn pass, which this surgeon version lacks; split without --fold-bn")
 
 
 # --- choosing the cut ------------------------------------------------------------------------
