@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from surgeon.graph import Graph, recorded_tensors
+from surgeon.io.files import MODEL_EXTENSIONS
 from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING
 from surgeon.params import layer_param_count, param_counts
 from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
@@ -121,7 +122,7 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
             "frozen-batchnorm",
             f"{len(frozen_bn)} BatchNormalization layer(s) in frozen parts: they switch to batch statistics if unfrozen, "
             "and older Keras versions use batch statistics even while frozen",
-            frozen_bn, f"surgeon fold-bn {_name(spec)} -o folded.h5",
+            frozen_bn, f"surgeon fold-bn {_name(spec)} -o {_output(spec, 'folded')}",
         ))
     frozen_dropout = [p for p, l in layers.items() if l.get("class_name") in DROPOUT_LAYERS and frozen[p]]
     if frozen_dropout:
@@ -129,7 +130,7 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
             "frozen-dropout",
             f"{len(frozen_dropout)} Dropout/noise layer(s) in frozen parts still act during fit(): the features seen "
             "in training differ from those predict() gives",
-            frozen_dropout, f"surgeon prepare {_name(spec)} -o prepared.h5",
+            frozen_dropout, f"surgeon prepare {_name(spec)} -o {_output(spec, 'prepared')}",
         ))
     for path, layer in layers.items():
         if not is_model_config(layer):
@@ -145,7 +146,7 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
             hazards.append(Hazard(
                 "nested-flag-mismatch",
                 f"nested model '{path}' is {state} but {len(inner)} of its layers say otherwise: {effect}",
-                inner, f"surgeon freeze {_name(spec)} -o frozen.h5 --freeze '{path}/*'" if state == "frozen" else f"surgeon freeze {_name(spec)} -o frozen.h5",
+                inner, f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')} --freeze '{path}/*'" if state == "frozen" else f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
             ))
     hazards += _optimizer_hazards(spec, frozen)
     code = code_carriers(spec.config)
@@ -175,7 +176,7 @@ def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]
             "flag-after-compile",
             "layers saved as frozen still have optimizer state: trainable=False was set after compile()/fit(), "
             "so the training run that saved this file kept updating them",
-            slotted, f"surgeon freeze {_name(spec)} -o frozen.h5",
+            slotted, f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
         ))
     elif spec.source.format == "keras" and optimizer_name in OPTIMIZER_SLOTS:
         trained = sum(1 for p, ws in spec.weights.items() if not frozen.get(p) for w in ws if w not in ("moving_mean", "moving_variance"))
@@ -185,14 +186,14 @@ def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]
                 "flag-after-compile",
                 f"the stored {optimizer_name} state has {len(stored)} variables, but the saved trainable flags call for {expected}: "
                 "flags were changed after compile()/fit(); Keras will drop the optimizer state on load",
-                [], f"surgeon freeze {_name(spec)} -o frozen.keras",
+                [], f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
             ))
     if spec.source.format == "h5":
         hazards.append(Hazard(
             "optimizer-state",
             "the .h5 file stores optimizer state; Keras 3 restores it into an optimizer built for another variable set, "
             "so fit() fails with \"Unknown variable\"",
-            [], f"surgeon freeze {_name(spec)} -o ready.h5",
+            [], f"surgeon freeze {_name(spec)} -o {_output(spec, 'ready')}",
         ))
     return hazards
 
@@ -207,3 +208,11 @@ def _name(spec: ModelSpec) -> str:
     import os
 
     return os.path.basename(spec.source.path) if spec.source.path else "MODEL"
+
+
+def _output(spec: ModelSpec, stem: str) -> str:
+    """An output file name for a suggested command, in the input's format (.keras stays .keras)."""
+    import os
+
+    extension = os.path.splitext(spec.source.path or "")[1].lower()
+    return stem + (extension if extension in MODEL_EXTENSIONS else ".keras")

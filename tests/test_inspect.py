@@ -68,6 +68,12 @@ def test_frozen_batchnorm_and_dropout_are_named_with_their_fix():
     assert hazard(report, "frozen-dropout")["layers"] == ["base/base_dropout"]
 
 
+@pytest.mark.parametrize("name", ["nested.h5", "nested.keras"])
+def test_suggested_fix_writes_the_format_of_the_input(name):
+    fix = hazard(inspect_json(name), "frozen-batchnorm")["fix"]
+    assert fix.endswith("-o folded" + name[name.index("."):])
+
+
 def test_flags_set_after_compile_are_detected_from_the_optimizer_state():
     report = inspect_json("late_freeze.h5")
     assert sorted(hazard(report, "flag-after-compile")["layers"]) == ["bn1", "conv1"]
