@@ -27,8 +27,12 @@ SOURCE = "convbn.h5"
 # Writes, announces, waits to be killed. Output .h5 with verification off: no TensorFlow import.
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     import surgeon.rewrite as rewrite
+
+    # A shell starts background jobs with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt; the test is about surgeon's cleanup, so the child gets the default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     real_write = rewrite.write_model
 
