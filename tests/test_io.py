@@ -115,3 +115,23 @@ def test_weights_of_a_nested_sequential_land_on_its_own_layers(tmp_path):
     spec = read_model(path)
     assert set(spec.weights) == {"stem/stem_conv", "stem/stem_norm", "out"}
     np.testing.assert_array_equal(spec.weights["stem/stem_conv"]["kernel"], stem.get_layer("stem_conv").get_weights()[0])
+
+
+@pytest.mark.parametrize("target", ["h5", "keras"])
+def test_a_nested_model_as_the_output_round_trips(tmp_path, target):
+    """Keras counts a nested Functional's creation node in output_layers but not in inbound nodes."""
+    import keras
+
+    inner_input = keras.Input((4,))
+    net = keras.Model(inner_input, keras.layers.Dense(3, name="dense_in_net")(inner_input), name="net")
+    seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense_in_seq")], name="seq")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, [net(inputs), seq(inputs)])
+    source, out = str(tmp_path / f"m.{target}"), str(tmp_path / f"out.{target}")
+    model.save(source)
+    spec = read_model(source)
+    assert spec.config["config"]["output_layers"] == [["net", 0, 0], ["seq", 0, 0]]  # call indices
+    write_model(spec, out)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype("float32")
+    for a, b in zip(model.predict(x, verbose=0), load_plain(out).predict(x, verbose=0)):
+        np.testing.assert_array_equal(a, b)

@@ -15,7 +15,7 @@ from surgeon.errors import SurgeonError
 from surgeon.io import keras3_fixups
 from surgeon.io.sequential import convert_sequentials
 from surgeon.io.weight_names import weight_names
-from surgeon.spec import MODEL_CLASSES, is_model_config, iter_layers, layer_name
+from surgeon.spec import MODEL_CLASSES, is_model_config, iter_layers, layer_name, map_io_refs
 
 
 @dataclasses.dataclass
@@ -128,18 +128,12 @@ def _shift_io_refs(model: dict, delta: int) -> None:
             if layer.get("class_name") in _COUNTS_CREATION_NODE:
                 shifted.add(layer_name(layer))
 
-    def shift(struct):
-        if isinstance(struct, list) and len(struct) == 3 and isinstance(struct[0], str):
-            return [struct[0], int(struct[1]) + delta, struct[2]] if struct[0] in shifted else struct
-        if isinstance(struct, dict):
-            return {key: shift(value) for key, value in struct.items()}
-        if isinstance(struct, list):
-            return [shift(value) for value in struct]
-        return struct
+    def shift(leaf):
+        return [leaf[0], int(leaf[1]) + delta, leaf[2]] if leaf[0] in shifted else leaf
 
     for key in ("input_layers", "output_layers"):
         if key in config:
-            config[key] = shift(config[key])
+            config[key] = map_io_refs(config[key], shift)
 
 
 def to_keras_config(model_config: dict) -> dict:
