@@ -191,11 +191,24 @@ def test_slash_names_renamed_everywhere():
     assert t.config["config"]["output_layers"] == [["b1_dense", 0, 0], ["b1_dense_1", 0, 0]]
 
 
-def test_application_only_layer_refused():
-    cfg = model([inp("x", (4, 4, 3)), layer("LayerScale", "ls", [[["x", 0, 0, {}]]])],
+def test_convnext_layer_scale_passes_translation_and_the_door_makes_it_an_exact_einsum_dense():
+    keras = pytest.importorskip("keras")
+    from surgeon.io import dialects
+    cfg = model([inp("x", (2, 2, 3)), layer("Dense", "d", [[["x", 0, 0, {}]]], units=3),
+                 layer("LayerScale", "ls", [[["d", 0, 0, {}]]], init_values=1e-6, projection_dim=3)],
                 [["x", 0, 0]], [["ls", 0, 0]])
-    with pytest.raises(SurgeonError, match="'ls'.*ConvNeXt"):
-        k2.translate_model_config(cfg)
+    kept = by_name(k2.translate_model_config(cfg))["ls"]
+    assert (kept["class_name"], kept["config"]["projection_dim"]) == ("LayerScale", 3)
+    door = dialects.translate(cfg, None, "2.15.0")
+    assert {lay["name"]: lay["class_name"] for lay in door.config["config"]["layers"]}["ls"] == "EinsumDense"
+    rng = np.random.default_rng(0)
+    kernel, bias, gamma = rng.normal(size=(3, 3)), rng.normal(size=3), rng.uniform(0.5, 1.5, 3)
+    weights = door.map_weights({"d": {"kernel": kernel, "bias": bias}, "ls": {"gamma": gamma}})
+    m = keras.Model.from_config(door.config["config"])
+    for name, named in weights.items():
+        m.get_layer(name).set_weights(list(named.values()))
+    x = rng.normal(size=(2, 2, 2, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(m(x)), (x @ kernel + bias) * gamma, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- nested models

@@ -613,20 +613,13 @@ def _rule_rnn(cls, cfg, ctx, name):
     return cfg
 
 
-APPLICATION_ONLY = {
-    # class_name -> where it comes from (Keras 2 applications define these privately)
-    "LayerScale": "ConvNeXt",
-    "StochasticDepth": "ConvNeXt",
-}
+# Layers private to Keras 2's applications (ConvNeXt's LayerScale and StochasticDepth,
+# InceptionResNetV2's CustomScaleLayer) keep their class and config here: Keras 3's applications
+# define the same classes with the same config keys, and the door rewrites them into built-in
+# layers right after this translation (keras3_fixups), for both dialects alike.
 
 
-def _rule_app_only(cls, cfg, ctx, name):
-    if cls in APPLICATION_ONLY:
-        raise SurgeonError(
-            f"layer {name!r} is a {cls} layer private to Keras 2's {APPLICATION_ONLY[cls]} "
-            "application and unknown to Keras 3; rebuild that model with keras.applications in "
-            "Keras 3 and copy the weights across"
-        )
+def _rule_tf_op_layer(cls, cfg, ctx, name):
     if cls == "TensorFlowOpLayer":
         raise SurgeonError(
             f"layer {name!r} is a TensorFlowOpLayer (raw TF op from TF 2.0-2.3) with no Keras 3 "
@@ -636,7 +629,7 @@ def _rule_app_only(cls, cfg, ctx, name):
 
 
 CONFIG_RULES: list[Callable] = [
-    _rule_app_only,
+    _rule_tf_op_layer,
     _rule_dtype,
     _rule_input_layer,
     _rule_batch_input_shape,
