@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from surgeon.errors import SurgeonError
+
 MODEL_CLASSES = ("Functional", "Model", "Sequential")
 
 
@@ -187,11 +189,17 @@ def _is_io_leaf(struct: Any) -> bool:
 
 def io_refs(struct: Any) -> list[tuple[str, int, int]]:
     """Flatten a model's ``input_layers``/``output_layers`` (a leaf is ``[name, node, tensor]``)."""
-    if _is_io_leaf(struct):
-        return [(struct[0], int(struct[1]), int(struct[2]))]
-    if isinstance(struct, dict):
-        return [ref for value in struct.values() for ref in io_refs(value)]
-    return [ref for value in struct for ref in io_refs(value)]
+    found: list[tuple[str, int, int]] = []
+
+    def collect(leaf):
+        try:
+            found.append((leaf[0], int(leaf[1]), int(leaf[2])))
+        except (TypeError, ValueError):
+            raise _malformed_io() from None
+        return leaf
+
+    map_io_refs(struct, collect)
+    return found
 
 
 def map_io_refs(struct: Any, fn) -> Any:
@@ -200,7 +208,14 @@ def map_io_refs(struct: Any, fn) -> Any:
         return fn(struct)
     if isinstance(struct, dict):
         return {key: map_io_refs(value, fn) for key, value in struct.items()}
-    return [map_io_refs(value, fn) for value in struct]
+    if isinstance(struct, (list, tuple)):
+        return [map_io_refs(value, fn) for value in struct]
+    # A string would iterate into itself forever; anything else is not a tensor reference either.
+    raise _malformed_io()
+
+
+def _malformed_io() -> SurgeonError:
+    return SurgeonError("the model's input_layers/output_layers are malformed; the file is corrupt, save the model again")
 
 
 def node_inputs(layer: dict, node_index: int) -> list[tuple[str, int, int]]:

@@ -129,7 +129,9 @@ def _shift_io_refs(model: dict, delta: int) -> None:
                 shifted.add(layer_name(layer))
 
     def shift(leaf):
-        return [leaf[0], int(leaf[1]) + delta, leaf[2]] if leaf[0] in shifted else leaf
+        if leaf[0] not in shifted or not isinstance(leaf[1], int):
+            return leaf  # a non-integer index is reported by the consistency checks that follow
+        return [leaf[0], leaf[1] + delta, leaf[2]]
 
     for key in ("input_layers", "output_layers"):
         if key in config:
