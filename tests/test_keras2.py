@@ -211,6 +211,21 @@ def test_convnext_layer_scale_passes_translation_and_the_door_makes_it_an_exact_
     np.testing.assert_allclose(np.asarray(m(x)), (x @ kernel + bias) * gamma, rtol=1e-5, atol=1e-6)
 
 
+def test_inception_resnet_custom_scale_layer_loses_its_custom_package_and_becomes_rescaling_and_add():
+    keras = pytest.importorskip("keras")
+    from surgeon.io import dialects
+    cfg = model([inp("a", (2, 3)), inp("b", (2, 3)),
+                 layer("Custom>CustomScaleLayer", "cs", [[["a", 0, 0, {}], ["b", 0, 0, {}]]], scale=0.17)],
+                [["a", 0, 0], ["b", 0, 0]], [["cs", 0, 0]])
+    assert by_name(k2.translate_model_config(cfg))["cs"]["class_name"] == "CustomScaleLayer"
+    door = dialects.translate(cfg, None, "2.15.0")
+    assert {lay["class_name"] for lay in door.config["config"]["layers"]} == {"InputLayer", "Rescaling", "Add"}
+    m = keras.Model.from_config(door.config["config"])
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 2, 3)).astype("float32"), rng.normal(size=(2, 2, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(m([a, b])), a + b * np.float32(0.17), rtol=1e-6, atol=1e-7)
+
+
 # --------------------------------------------------------------------------- nested models
 
 

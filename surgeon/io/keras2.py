@@ -639,7 +639,12 @@ CONFIG_RULES: list[Callable] = [
     _rule_rnn,
 ]
 
-CLASS_RENAMES = {"Model": "Functional"}
+CLASS_RENAMES = {
+    "Model": "Functional",
+    # tf.keras 2.x registers InceptionResNetV2's private layer under the "Custom" package; the door
+    # (keras3_fixups) knows it by its bare name, as Keras 3 writes it.
+    "Custom>CustomScaleLayer": "CustomScaleLayer",
+}
 
 
 def _translate_layer_config(cls: str, cfg: dict, ctx: _Ctx, name: str) -> tuple[str, dict]:
