@@ -1,0 +1,245 @@
+"""Sweep (issue 6 acceptance): every keras.applications architecture saved by tf.keras 2.x, flat and
+nested, through ``convert``, ``fold-bn`` and ``prepare``.
+
+Step A (one child process, ``TF_USE_LEGACY_KERAS=1``, tf_keras): build each architecture with
+``weights=None`` at the smallest input it accepts (``applications.ARCHS``), random non-trivial BN
+statistics (gamma ~ U(0.5, 1.5), beta/mean ~ N(0, 0.5), var ~ U(0.5, 2)) and ConvNeXt LayerScale
+gammas (U(0.5, 1.5) instead of 1e-6), and save as a Keras 2
+``.h5``:
+
+- flat: the application with a 10-way logits top (``classifier_activation=None``: a saturated
+  softmax would hide errors);
+- nested: ``app(include_top=False)`` frozen, called as a layer, then GlobalAveragePooling2D and a
+  Dense head.
+
+Both are compiled (Adam, loss "mean_squared_error"; --loss-object: a
+SparseCategoricalCrossentropy(from_logits=True) object) so that a training config is saved, as in a
+real Keras 2 training file.
+
+Step B (Keras 3, one child process per architecture, see ``applications.collect_rows``): per file,
+
+1. ``surgeon.convert.convert_file(src, out.keras)``: passes when the result passed and its
+   tf_keras cross-check (the original run by tf_keras 2 against the converted file, same inputs)
+   has a max relative error under 1e-5;
+2. ``surgeon.fold.fold_bn_file(src, folded.h5)`` on the ORIGINAL Keras 2 file;
+3. ``surgeon.prepare.prepare_file(src, prepared.h5)`` on the ORIGINAL Keras 2 file.
+
+Prints one row per file and the pass counts. Usage:
+
+    python bench/sweep_keras2.py [--only ResNet50,ConvNeXtTiny] [--variants flat,nested]
+                                 [--out DIR] [--keep] [--in-process]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from applications import ARCHS, collect_rows, one_line, parse_args, print_counts
+
+CLASSES = 10
+CONVERT_REL = 1e-5  # the issue's bar for the tf_keras cross-check
+
+# Runs under TF_USE_LEGACY_KERAS=1: tf_keras (Keras 2) cannot share a process with Keras 3, so the
+# Keras 2 files are built in a child. argv: out dir, JSON [[arch, [h, w, c]], ...], JSON variants.
+_BUILD_KERAS2 = """
+import json, os, sys
+import numpy as np
+import tf_keras
+
+out, cases, variants = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+
+def randomize_bn(model, rng):
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.Model):
+            randomize_bn(layer, rng)
+        elif type(layer).__name__ == "LayerScale":
+            # ConvNeXt's gamma starts at 1e-6: each block's branch would hardly show in the outputs.
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape[0]))
+        elif isinstance(layer, tf_keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, n))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.5, n))
+            layer.moving_mean.assign(rng.normal(0, 0.5, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+
+for arch, shape in cases:
+    application = getattr(tf_keras.applications, arch)
+    for variant in variants:
+        tf_keras.backend.clear_session()
+        rng = np.random.default_rng(0)
+        try:
+            if variant == "flat":
+                model = application(weights=None, input_shape=tuple(shape), classes=%(classes)d,
+                                    classifier_activation=None)
+                randomize_bn(model, rng)
+            else:
+                base = application(include_top=False, weights=None, input_shape=tuple(shape))
+                randomize_bn(base, rng)
+                base.trainable = False
+                x = tf_keras.Input(tuple(shape))
+                y = tf_keras.layers.GlobalAveragePooling2D()(base(x, training=False))
+                model = tf_keras.Model(x, tf_keras.layers.Dense(%(classes)d, name="head")(y),
+                                       name="outer_" + arch.lower())
+            model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss=%(loss)s)
+            model.save(os.path.join(out, f"{arch}_{variant}.h5"))
+            print(f"built {arch} {variant}", file=sys.stderr, flush=True)
+        except Exception as error:
+            print(f"BUILD-FAIL {arch} {variant}: {type(error).__name__}: {error}"[:300], file=sys.stderr, flush=True)
+"""
+
+
+def build_keras2_files(out: str, archs: list[str], variants: list[str], loss_object: bool) -> float:
+    """Step A: the Keras 2 files, built by tf_keras in a child process; returns its wall time."""
+    start = time.perf_counter()
+    # The outputs are logits: a loss named by string must not expect probabilities (the name
+    # "sparse_categorical_crossentropy" means from_logits=False, and then prepare's fine-tune check
+    # rightly finds that the head cannot train).
+    loss = ("tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)" if loss_object
+            else "'mean_squared_error'")
+    script = _BUILD_KERAS2 % {"classes": CLASSES, "loss": loss}
+    cases = json.dumps([[arch, list(ARCHS[arch])] for arch in archs])
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-c", script, out, cases, json.dumps(variants)], env=env, check=True)
+    return time.perf_counter() - start
+
+
+def _rel(result) -> float | None:
+    verification = getattr(result, "verification", None)
+    return None if verification is None else verification.max_rel
+
+
+def run_convert(src: str, out: str) -> dict:
+    from surgeon.convert import convert_file
+
+    result = convert_file(src, out, force=True)
+    checked = result.checked
+    report = getattr(checked, "report", None)
+    k2_rel = None if report is None else report.max_rel
+    problem = ""
+    if checked is None or getattr(checked, "skipped", None):
+        problem = f"tf_keras check did not run ({getattr(checked, 'skipped', 'no check')})"
+    elif report is not None and report.problem:
+        problem = report.problem
+    elif not result.passed:
+        problem = f"verification failed (surgeon rel {_rel(result)}, tf_keras rel {k2_rel})"
+    elif k2_rel is None or k2_rel >= CONVERT_REL:
+        problem = f"tf_keras rel {k2_rel} >= {CONVERT_REL}"
+    return {"ok": not problem, "rel": k2_rel, "reason": problem}
+
+
+def run_fold(src: str, out: str) -> dict:
+    from surgeon.fold import fold_bn_file
+
+    result = fold_bn_file(src, out, force=True)
+    folded = sum(1 for change in result.passes[0].changes if str(change.get("action", "")).startswith("folded"))
+    problem = "" if result.passed else (result.verification.problem or f"verification rel {_rel(result)}")
+    return {"ok": result.passed, "rel": _rel(result), "reason": problem, "folded": folded}
+
+
+def run_prepare(src: str, out: str) -> dict:
+    from surgeon.prepare import prepare_file
+
+    result = prepare_file(src, out, force=True)
+    problem = ""
+    if not result.passed:
+        if result.verification is not None and not result.verification.passed:
+            problem = result.verification.problem or f"verification rel {_rel(result)}"
+        else:
+            problem = f"fine-tune check: {getattr(result.checked, 'summary', lambda: result.checked)()}"
+    return {"ok": result.passed, "rel": _rel(result), "reason": problem}
+
+
+STEPS = {"convert": (run_convert, ".keras"), "fold": (run_fold, "_folded.h5"), "prepare": (run_prepare, "_prepared.h5")}
+
+
+def run_architecture(arch: str, args: argparse.Namespace):
+    for variant in args.variants:
+        stem = os.path.join(args.out, f"{arch}_{variant}")
+        row = {"arch": arch, "variant": variant, "format": "h5"}
+        start = time.perf_counter()
+        if not os.path.exists(stem + ".h5"):
+            for step in STEPS:
+                row[step] = {"ok": False, "rel": None, "reason": "tf_keras could not build or save the model (see step A)"}
+        for step, (run, suffix) in STEPS.items():
+            if step in row:
+                continue
+            try:
+                row[step] = run(stem + ".h5", stem + suffix)
+            except Exception as error:  # noqa: BLE001 - a sweep reports every failure as a row
+                row[step] = {"ok": False, "rel": None, "reason": one_line(error)}
+            if not args.keep and os.path.exists(stem + suffix):
+                os.remove(stem + suffix)
+        row["ok"] = all(row[step]["ok"] for step in STEPS)
+        row["reason"] = "; ".join(f"{step}: {row[step]['reason']}" for step in STEPS if not row[step]["ok"])
+        row["seconds"] = time.perf_counter() - start
+        print_row(row)
+        yield row
+
+
+def _cell(result: dict) -> str:
+    rel = result.get("rel")
+    return ("ok  " if result["ok"] else "FAIL") + (f" {rel:.1e}" if rel is not None else " -      ")
+
+
+def print_row(row: dict) -> None:
+    print(f"{row['arch']:<18} {row['variant']:<6} convert {_cell(row['convert'])}  fold {_cell(row['fold'])}  "
+          f"prepare {_cell(row['prepare'])}  {row['seconds']:6.1f}s", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", help="directory for the Keras 2 files and the outputs (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the files (default: delete them)")
+    parser.add_argument("--loss-object", action="store_true",
+                        help="compile with a loss object (SparseCategoricalCrossentropy(from_logits=True)) "
+                        "instead of the loss's name")
+    args = parse_args(parser, argv)
+    args.formats = ["h5"]  # Keras 2 files are .h5; the shared --formats option does not apply
+    temporary = args.out is None
+    if temporary:
+        args.out = tempfile.mkdtemp(prefix="sweep_keras2_")
+        args.argv += ["--out", args.out]  # the per-architecture children use the same files
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        if not args.rows_json:
+            build_seconds = build_keras2_files(args.out, args.archs, args.variants, args.loss_object)
+            print(f"step A (tf_keras build + save): {build_seconds:.0f}s", file=sys.stderr, flush=True)
+        rows = collect_rows(args, lambda arch: run_architecture(arch, args))
+    finally:
+        if temporary and not args.keep and not args.rows_json:
+            shutil.rmtree(args.out, ignore_errors=True)
+    for row in rows:
+        for step in STEPS:  # a crashed child's row has no per-step results
+            row.setdefault(step, {"ok": False, "rel": None, "reason": row["reason"]})
+    print()
+    print(f"{'arch':<18} {'variant':<6} {'convert (tf_keras rel)':<24} {'fold-bn (rel)':<18} {'prepare (rel)':<18}")
+    for row in rows:
+        print(f"{row['arch']:<18} {row['variant']:<6} {_cell(row['convert']):<24} {_cell(row['fold']):<18} "
+              f"{_cell(row['prepare']):<18}")
+    print()
+    print_counts(rows, f"convert (tf_keras check < {CONVERT_REL:g})", ok=lambda r: r["convert"]["ok"], breakdown=False)
+    print_counts(rows, "fold-bn on the Keras 2 file", ok=lambda r: r["fold"]["ok"], breakdown=False)
+    print_counts(rows, "prepare on the Keras 2 file", ok=lambda r: r["prepare"]["ok"], breakdown=False)
+    failed = [row for row in rows if not row["ok"]]
+    if failed:
+        print("failures:")
+        for row in failed:
+            for step in STEPS:
+                if not row[step]["ok"]:
+                    print(f"  {row['arch']} {row['variant']} {step}: {row[step]['reason']}")
+    print(f"wall time: {time.perf_counter() - start:.0f}s")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
