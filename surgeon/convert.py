@@ -25,7 +25,10 @@ from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, VerifyRe
 # share a process with Keras 3.
 _KERAS2_RUNNER = """
 import sys, numpy as np, tf_keras
-model = tf_keras.models.load_model(sys.argv[1], compile=False)
+# tf_keras does not register its own ConvNeXt layers, so its load_model cannot read its own files.
+from tf_keras.src.applications import convnext
+custom = {"LayerScale": convnext.LayerScale, "StochasticDepth": convnext.StochasticDepth}
+model = tf_keras.models.load_model(sys.argv[1], compile=False, custom_objects=custom)
 data = np.load(sys.argv[2])
 inputs = [data[f"x{i}"] for i in range(len(data.files))]
 outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)

@@ -135,3 +135,16 @@ def test_a_nested_model_as_the_output_round_trips(tmp_path, target):
     x = np.random.default_rng(0).standard_normal((2, 4)).astype("float32")
     for a, b in zip(model.predict(x, verbose=0), load_plain(out).predict(x, verbose=0)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_loss_object_in_an_h5_training_config_compiles_and_fits_after_rewriting(tmp_path):
+    """.h5 files store loss objects without 'module'; Keras cannot locate the class without it."""
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.save(tmp_path / "m.h5")
+    write_model(read_model(str(tmp_path / "m.h5")), str(tmp_path / "out.h5"))
+    reloaded = load_plain(str(tmp_path / "out.h5"))
+    assert type(reloaded.loss).__name__ == "SparseCategoricalCrossentropy" and reloaded.loss.from_logits
+    reloaded.fit(np.zeros((4, 4), "float32"), np.array([0, 1, 2, 0]), verbose=0)

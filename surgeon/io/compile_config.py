@@ -41,6 +41,11 @@ def from_training_config(training_config: dict | None) -> dict | None:
     if not training_config:
         return None
     compile_config = {key: copy.deepcopy(training_config.get(key)) for key in SHARED_KEYS if key in training_config}
+    # Serialized loss/metric objects in an .h5 have no "module"; Keras' compile_from_config
+    # cannot locate e.g. SparseCategoricalCrossentropy without it.
+    compile_config["loss"] = _with_module(compile_config.get("loss"), "keras.losses")
+    for key in ("metrics", "weighted_metrics"):
+        compile_config[key] = _with_module(compile_config.get(key), "keras.metrics")
     optimizer = training_config.get("optimizer_config")
     if optimizer:
         compile_config["optimizer"] = {
@@ -50,6 +55,16 @@ def from_training_config(training_config: dict | None) -> dict | None:
             "registered_name": None,
         }
     return compile_config
+
+
+def _with_module(value, module: str):
+    if isinstance(value, dict) and "class_name" in value and "config" in value:
+        return {"module": module, "registered_name": None, **value}
+    if isinstance(value, dict):
+        return {key: _with_module(item, module) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_module(item, module) for item in value]
+    return value
 
 
 def to_training_config(compile_config: dict | None) -> dict | None:

@@ -106,6 +106,13 @@ def _split_weight_name(weight_name: str, owners: dict[str, str], top: str) -> tu
     of components that names a layer wins, the longest such run first.
     """
     parts = weight_name.split(":")[0].split("/")
+    # First the longest run that ends at the variable: a Keras 2 layer name with "/" may end in
+    # another layer's name (DenseNet's "conv1/bn" beside "bn", MobileNetV3's
+    # "expanded_conv/squeeze_excite/Conv" beside "Conv").
+    for start in range(len(parts) - 1):
+        candidate = "/".join(parts[start:-1])
+        if candidate in owners:
+            return owners[candidate], parts[-1]
     for start in reversed(range(len(parts) - 1)):
         for stop in range(len(parts) - 1, start, -1):
             candidate = "/".join(parts[start:stop])
