@@ -62,13 +62,18 @@ def randomize_bn(model, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for layer in leaves(model):
         if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, n))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.5, n))
-            layer.moving_mean.assign(rng.normal(0, 0.5, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+            randomize_batchnorm(layer, rng)
+
+
+def randomize_batchnorm(layer, rng) -> None:
+    """One BN layer's statistics; duck-typed, so tf_keras (Keras 2) layers take it too."""
+    n = layer.moving_mean.shape[0]
+    if layer.scale:
+        layer.gamma.assign(rng.uniform(0.5, 1.5, n))
+    if layer.center:
+        layer.beta.assign(rng.normal(0, 0.5, n))
+    layer.moving_mean.assign(rng.normal(0, 0.5, n))
+    layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
 
 
 def build(arch: str, variant: str, *, frozen: bool = False, dropout: float = 0.0):

@@ -53,6 +53,9 @@ import json, os, sys
 import numpy as np
 import tf_keras
 
+sys.path.insert(0, %(bench)r)
+from applications import randomize_batchnorm  # no Keras 3 import: safe beside tf_keras
+
 out, cases, variants = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 
 def randomize_bn(model, rng):
@@ -63,13 +66,7 @@ def randomize_bn(model, rng):
             # ConvNeXt's gamma starts at 1e-6: each block's branch would hardly show in the outputs.
             layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape[0]))
         elif isinstance(layer, tf_keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, n))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.5, n))
-            layer.moving_mean.assign(rng.normal(0, 0.5, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+            randomize_batchnorm(layer, rng)
 
 for arch, shape in cases:
     application = getattr(tf_keras.applications, arch)
@@ -105,7 +102,7 @@ def build_keras2_files(out: str, archs: list[str], variants: list[str], loss_obj
     # rightly finds that the head cannot train).
     loss = ("tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)" if loss_object
             else "'mean_squared_error'")
-    script = _BUILD_KERAS2 % {"classes": CLASSES, "loss": loss}
+    script = _BUILD_KERAS2 % {"classes": CLASSES, "loss": loss, "bench": os.path.dirname(os.path.abspath(__file__))}
     cases = json.dumps([[arch, list(ARCHS[arch])] for arch in archs])
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run([sys.executable, "-c", script, out, cases, json.dumps(variants)], env=env, check=True)
