@@ -6,11 +6,12 @@ set up three ways, each in its own fresh process:
 
 - ``default``: ``enable_op_determinism()`` only (what the check did before);
 - ``no-onednn``: the same with ``TF_ENABLE_ONEDNN_OPTS=0`` (is it oneDNN's doing?);
-- ``one-interop``: the same with one inter-op thread (what the check does now).
+- ``one-interop``: ``surgeon.finetune_check.reproducible_runtime()``: the same and one inter-op
+  thread (what the check's process does).
 
-Each trial: ``keras.utils.set_random_seed(0)``, a fresh ``load_model`` of the file, compile as
-stored (SGD + MSE if uncompiled), then the check's own fit (3 steps of batch 4 on its seeded
-synthetic data); the trial's outcome is a hash of every weight. One distinct outcome per setup
+Each trial is the check's own first run, through its own functions: seed 0, a fresh plain
+``load_model`` of the file, compile as stored (SGD + MSE if uncompiled), 3 steps of batch 4 on its
+seeded synthetic data; the trial's outcome is a hash of every weight. One distinct outcome per setup
 means every trial repeated bit for bit.
 
     python bench/bench_determinism.py [MODEL] [--trials 8] [--setups default,one-interop]
@@ -25,40 +26,42 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 from applications import build
 
+# setup -> (environment of its process, whether the process calls reproducible_runtime())
 SETUPS = {
-    "default": {},
-    "no-onednn": {"TF_ENABLE_ONEDNN_OPTS": "0"},
-    "one-interop": {"TF_NUM_INTEROP_THREADS": "1"},
+    "default": ({}, False),
+    "no-onednn": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, False),
+    "one-interop": ({}, True),
 }
 
 
-def trials(path: str, count: int) -> list[str]:
-    """In this process: ``count`` seeded fits of ``path``, one weight hash each."""
-    import keras
+def trials(path: str, count: int, reproducible: bool) -> list[str]:
+    """In this process: ``count`` seeded fits of ``path`` as the check runs them, one weight hash each."""
     import tensorflow as tf
 
-    from surgeon.finetune_check import DEFAULT_BATCH, DEFAULT_STEPS, FALLBACK_COMPILE, synthetic_data
+    from surgeon.finetune_check import (DEFAULT_BATCH, DEFAULT_STEPS, compile_if_needed, fit_steps, keras_seed,
+                                        reproducible_runtime, synthetic_data)
     from surgeon.verify import load_plain
 
-    tf.config.experimental.enable_op_determinism()
+    if reproducible:
+        reproducible_runtime()  # what the check's process does: op determinism and one inter-op thread
+    else:
+        tf.config.experimental.enable_op_determinism()
     outcomes = []
     for _ in range(count):
-        keras.utils.set_random_seed(0)
+        keras_seed(0)
         model = load_plain(path)
-        if not model.compiled:
-            model.compile(**FALLBACK_COMPILE)
+        compile_if_needed(model, [])
         x, y = synthetic_data(model, DEFAULT_STEPS * DEFAULT_BATCH, 0)
-        model.fit(x if len(x) > 1 else x[0], y, batch_size=DEFAULT_BATCH, epochs=1, shuffle=False, verbose=0)
+        weights = fit_steps(model, x, y, DEFAULT_BATCH)
         digest = hashlib.sha256()
-        for weight in model.weights:
-            digest.update(weight.numpy().tobytes())
+        for layer in sorted(weights):
+            for name in sorted(weights[layer]):
+                digest.update(weights[layer][name].tobytes())
         outcomes.append(digest.hexdigest()[:12])
     return outcomes
 
@@ -68,11 +71,13 @@ def main() -> None:
     parser.add_argument("model", nargs="?")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--setups", default="default,one-interop", help=f"comma-separated, of {list(SETUPS)}")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # the setup this process measures
     args = parser.parse_args()
     if args.child:
-        print("OUTCOMES " + json.dumps(trials(args.model, args.trials)))
+        print("OUTCOMES " + json.dumps(trials(args.model, args.trials, SETUPS[args.child][1])))
         return
+    from surgeon.child_process import last_error_line, run_python
+
     with tempfile.TemporaryDirectory() as scratch:
         path = args.model
         if path is None:
@@ -80,13 +85,11 @@ def main() -> None:
             build("InceptionV3", "flat").save(path)
         print(f"{path}: {args.trials} seeded 3-step fits per setup, each setup in a fresh process")
         for setup in args.setups.split(","):
-            env = {**os.environ, **SETUPS[setup]}
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, __file__, path, "--trials", str(args.trials), "--child"],
-                                  env=env, capture_output=True, text=True)
+            done = run_python([__file__, path, "--trials", str(args.trials), "--child", setup], SETUPS[setup][0])
             lines = [line for line in done.stdout.splitlines() if line.startswith("OUTCOMES ")]
             if done.returncode != 0 or not lines:
-                print(f"{setup:12} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+                print(f"{setup:12} failed: {last_error_line(done)}")
                 continue
             outcomes = json.loads(lines[0][len("OUTCOMES "):])
             majority = max(set(outcomes), key=outcomes.count)

@@ -9,8 +9,11 @@ caller's own use of TensorFlow).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import time
 
 
 def run_python(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -21,7 +24,25 @@ def run_python(args: list[str], env: dict[str, str] | None = None) -> subprocess
     """
     path = os.pathsep.join(entry for entry in sys.path if entry)
     environment = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, *args], env=environment, capture_output=True, text=True)
+    # -P: the working directory does not go first on the child's path (``python -m`` would put it
+    # there), so a stray keras.py or surgeon/ folder beside the user's files is not imported.
+    return subprocess.run([sys.executable, "-P", *args], env=environment, capture_output=True, text=True)
+
+
+def exit_with_parent(scratch: str | None = None, poll_seconds: float = 1.0) -> None:
+    """In a child: exit when the parent dies (a SIGKILL or unhandled SIGTERM gives it no chance to
+    stop us), instead of training on for minutes with nobody to report to; remove the parent's
+    ``scratch`` directory, which the parent can no longer clean up."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def last_error_line(done: subprocess.CompletedProcess) -> str:

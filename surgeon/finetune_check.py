@@ -73,13 +73,13 @@ def check_fine_tuning(
 ) -> FineTuneReport:
     """Load ``path`` with plain Keras, fine-tune it briefly on seeded data, check the four properties.
 
-    The check runs in a fresh Python process, as the user's fine-tuning job will: nothing this
-    process imported, registered or seeded leaks into it, and its TensorFlow runtime is set up
-    for bit-reproducible training before it starts (op determinism, and one inter-op thread:
-    with independent ops running concurrently, TensorFlow's CPU kernels split their work
-    differently from run to run, and two runs of a large branchy model such as InceptionV3 can
-    differ in the last bits). Classes registered with ``keras.saving`` in this process are
-    imported there from their modules.
+    The check runs in a fresh Python process, as the user's fine-tuning job will: the seeds, op
+    determinism and thread settings it needs stay out of this process, and its TensorFlow is set
+    up for bit-reproducible training before it starts (``reproducible_runtime``). It runs on the
+    CPU. The Keras classes this process knows beyond Keras' own (registered, or in an active
+    ``custom_object_scope``) are registered there too, imported from their modules; when one
+    cannot be imported by a fresh process (defined in ``__main__`` or inside a function), the
+    check runs in this process instead, with a note.
 
     Example:
         >>> report = check_fine_tuning("prepared.h5")
@@ -88,40 +88,85 @@ def check_fine_tuning(
     """
     from surgeon.child_process import last_error_line, run_python
 
+    importable, local = _custom_objects()
+    if local:
+        return _in_this_process(path, steps, batch_size, seed, allow_code, local)
     with tempfile.TemporaryDirectory(prefix="surgeon_fine_tune_") as scratch:
         result_file = os.path.join(scratch, "report.json")
         args = ["-m", "surgeon.finetune_check", os.path.abspath(path), result_file, "--steps", str(steps),
-                "--batch-size", str(batch_size), "--seed", str(seed)]
+                "--batch-size", str(batch_size), "--seed", str(seed), "--parent-scratch", scratch]
         args += ["--allow-code"] if allow_code else []
-        for module in _modules_of_registered_classes():
-            args += ["--import", module]
-        done = run_python(args)
+        for name, location in importable.items():
+            args += ["--register", f"{name}={location}"]
+        # CPU only: the check is a few small steps, and this process may hold the GPU's memory.
+        done = run_python(args, {"CUDA_VISIBLE_DEVICES": ""})
         if done.returncode == 0 and os.path.exists(result_file):
             with open(result_file, encoding="utf-8") as stream:
                 return FineTuneReport.from_json(json.load(stream))
     return _cannot_run(f"the fine-tune check's process failed: {last_error_line(done)}", steps, batch_size, seed)
 
 
-def _modules_of_registered_classes() -> list[str]:
-    """Modules that define the Keras classes registered in this process (they register on import)."""
+def _custom_objects() -> tuple[dict[str, str], list[str]]:
+    """This process's Keras objects beyond Keras' own: ({name: "module:qualname"}, names a fresh
+    process cannot import)."""
     if "keras" not in sys.modules:
-        return []
+        return {}, []
     import keras
+    from keras.src.backend.common import global_state
 
-    modules = {getattr(obj, "__module__", "") for obj in keras.saving.get_custom_objects().values()}
-    return sorted(m for m in modules if m and m != "__main__" and not m.startswith("keras."))
+    known = {**keras.saving.get_custom_objects(), **global_state.get_global_attribute("custom_objects_scope_dict", {})}
+    importable, local = {}, []
+    for name, obj in known.items():
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+        if module and module.split(".")[0] == "keras":
+            continue
+        if not module or module == "__main__" or "<locals>" in qualname or not qualname:
+            local.append(name)
+        else:
+            importable[name] = f"{module}:{qualname}"
+    return importable, local
+
+
+def _in_this_process(path: str, steps: int, batch_size: int, seed: int, allow_code: bool, local: list[str]) -> FineTuneReport:
+    """The check in the caller's process: a fresh one could not rebuild the classes ``local``.
+
+    Op determinism is switched on for the check and off again if it was off (TF 2.21 exports no
+    public query or disable function; the private ones are used where they exist). The inter-op
+    pool is whatever this process started with, so the determinism check can see last-bit
+    differences of TensorFlow's making; the note says so.
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        was_enabled = tf_config.is_op_determinism_enabled()
+    except (ImportError, AttributeError):
+        tf_config, was_enabled = None, True
+    tf.config.experimental.enable_op_determinism()
+    try:
+        report = run_check(path, steps=steps, batch_size=batch_size, seed=seed, allow_code=allow_code)
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()
+    report.notes.append(
+        f"ran in this process: a fresh one cannot import {', '.join(sorted(local))} (defined in __main__ or in a "
+        "function); with TensorFlow's default threads, two runs may differ in the last bits (see README)"
+    )
+    return report
 
 
 def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH, seed: int = 0,
               allow_code: bool = False) -> FineTuneReport:
-    """The check itself, in this process: call it only in a process set up by ``reproducible_runtime``."""
+    """The check itself, in this process. Its determinism verdict holds only in a process set up by
+    ``reproducible_runtime`` (the fresh one ``check_fine_tuning`` starts). Seeds Keras' global RNGs."""
     from surgeon.verify import load_plain
 
     notes: list[str] = []
     keras_seed(seed)
     try:
         model = load_plain(path, allow_code=allow_code)
-        _compile_if_needed(model, notes)
+        compile_if_needed(model, notes)
     except Exception as error:  # a file the user's job cannot even load is a failed check
         return _cannot_run(f"the written file does not load with plain Keras: {_one_line(error)}", steps, batch_size, seed)
 
@@ -133,7 +178,7 @@ def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAUL
 
     before = snapshot(leaves)
     try:
-        after = _fit(model, x, y, batch_size)
+        after = fit_steps(model, x, y, batch_size)
     except Exception as error:
         return _cannot_run(f"fit() fails on the written file: {_one_line(error)}", steps, batch_size, seed)
 
@@ -149,14 +194,13 @@ def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAUL
 
     keras_seed(seed)
     again = load_plain(path, allow_code=allow_code)
-    _compile_if_needed(again, [])
-    second = _fit(again, x, y, batch_size)
+    compile_if_needed(again, [])
+    second = fit_steps(again, x, y, batch_size)
     for layer_path in after:
         differing = _changed(after[layer_path], second.get(layer_path, {}))
         if differing:
-            worst = _largest_difference(after[layer_path], second.get(layer_path, {}), differing)
-            problems.append(LayerProblem("deterministic", layer_path,
-                                         f"two runs from the same seed differ in {', '.join(differing)} (max abs {worst:.3g})"))
+            problems.append(LayerProblem("deterministic", layer_path, f"two runs from the same seed differ in "
+                                         f"{_describe_differences(after[layer_path], second.get(layer_path, {}), differing)}"))
     # Last, on the second model: running a Dropout in training mode advances its seed generator,
     # which would make the two runs above differ for a reason of the check's own making.
     problems += mode_problems(again, leaf_layers(again), [a[:batch_size] for a in x])
@@ -191,7 +235,7 @@ def keras_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def _compile_if_needed(model, notes: list[str]) -> None:
+def compile_if_needed(model, notes: list[str]) -> None:
     if not getattr(model, "compiled", False):
         model.compile(**FALLBACK_COMPILE)
         notes.append("the file is not compiled: the check compiled it with SGD and mean squared error")
@@ -225,9 +269,17 @@ def _trainable_only(weights: dict, leaves: dict, path: str) -> dict[str, np.ndar
     return {k: v for k, v in weights[path].items() if k in names}
 
 
-def _largest_difference(first: dict[str, np.ndarray], second: dict[str, np.ndarray], names: list[str]) -> float:
-    shared = [n for n in names if n in second and first[n].shape == second[n].shape]
-    return max((float(np.max(np.abs(first[n].astype(np.float64) - second[n]))) if first[n].size else 0.0 for n in shared), default=float("nan"))
+def _describe_differences(first: dict[str, np.ndarray], second: dict[str, np.ndarray], names: list[str]) -> str:
+    """``kernel (max abs 3.7e-09), bias (missing in the second run)``."""
+    parts = []
+    for name in names:
+        other = second.get(name)
+        if other is None or other.shape != first[name].shape:
+            parts.append(f"{name} (missing or reshaped in the second run)")
+        else:
+            worst = float(np.max(np.abs(first[name].astype(np.float64) - other))) if other.size else 0.0
+            parts.append(f"{name} (max abs {worst:.3g})")
+    return ", ".join(parts)
 
 
 def _changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> list[str]:
@@ -240,7 +292,7 @@ def _changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> lis
     return changed
 
 
-def _fit(model, x: list[np.ndarray], y, batch_size: int) -> dict[str, dict[str, np.ndarray]]:
+def fit_steps(model, x: list[np.ndarray], y, batch_size: int) -> dict[str, dict[str, np.ndarray]]:
     from surgeon.io.keras_model import no_stdout_noise
 
     with no_stdout_noise():
@@ -357,6 +409,8 @@ def _one_line(error: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m surgeon.finetune_check MODEL REPORT.json``: what ``check_fine_tuning`` runs."""
+    from surgeon.child_process import exit_with_parent
+
     parser = argparse.ArgumentParser(prog="python -m surgeon.finetune_check")
     parser.add_argument("model")
     parser.add_argument("report")
@@ -364,14 +418,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--allow-code", action="store_true")
-    parser.add_argument("--import", dest="imports", action="append", default=[])
+    parser.add_argument("--register", action="append", default=[], metavar="NAME=MODULE:QUALNAME")
+    parser.add_argument("--parent-scratch", help="the caller's temporary directory, removed if the caller dies")
     args = parser.parse_args(argv)
-    reproducible_runtime()
-    for module in args.imports:
-        __import__(module)
-    report = run_check(args.model, steps=args.steps, batch_size=args.batch_size, seed=args.seed, allow_code=args.allow_code)
+    exit_with_parent(scratch=args.parent_scratch)
+    try:
+        reproducible_runtime()
+        _register(args.register)
+        report = run_check(args.model, steps=args.steps, batch_size=args.batch_size, seed=args.seed, allow_code=args.allow_code)
+    except Exception as error:  # reported as one line, not as the last line of a traceback
+        report = _cannot_run(_one_line(error), args.steps, args.batch_size, args.seed)
     with open(args.report, "w", encoding="utf-8") as stream:
         json.dump(report.to_json(), stream)
+
+
+def _register(entries: list[str]) -> None:
+    import importlib
+
+    import keras
+
+    for entry in entries:
+        name, location = entry.split("=", 1)
+        module, qualname = location.split(":", 1)
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        keras.saving.get_custom_objects()[name] = obj
 
 
 if __name__ == "__main__":

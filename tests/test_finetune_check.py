@@ -21,11 +21,13 @@ def keras():
 
 
 def test_a_file_whose_training_cannot_repeat_fails_the_determinism_check(tmp_path, keras):
-    # The Lambda reads the clock when fit() traces it: each run trains with a different constant.
+    # The Lambda draws from the OS when fit() traces it: each run trains with another constant
+    # (the same one twice: 1 chance in 4e9).
     inp = keras.Input((4,))
     hidden = keras.layers.Dense(3, name="dense")(inp)
-    scaled = keras.layers.Lambda(lambda x: x * (1.0 + (__import__("time").perf_counter_ns() % 997) / 997.0), name="clock")(hidden)
-    path = tmp_path / "clock.keras"
+    scaled = keras.layers.Lambda(lambda x: x * (1.0 + int.from_bytes(__import__("os").urandom(4), "little") / 2**32),
+                                 name="unseeded")(hidden)
+    path = tmp_path / "unseeded.keras"
     keras.Model(inp, keras.layers.Dense(2, name="head")(scaled)).save(path)
 
     report = check_fine_tuning(str(path), allow_code=True)
@@ -67,6 +69,22 @@ def test_classes_registered_by_the_caller_load_in_the_checks_process(tmp_path, k
 
     assert report.passed, report.summary()
     assert report.trainable_layers == 2
+
+
+def test_a_class_a_fresh_process_cannot_import_makes_the_check_run_here_with_a_note(tmp_path, keras):
+    class LocalScale(keras.layers.Layer):  # defined in a function: no fresh process can import it
+        def call(self, x):
+            return x * 2.0
+
+    inp = keras.Input((4,))
+    path = tmp_path / "local.keras"
+    keras.Model(inp, LocalScale(name="twice")(keras.layers.Dense(2, name="head")(inp))).save(path)
+
+    with keras.saving.custom_object_scope({"LocalScale": LocalScale}):
+        report = check_fine_tuning(str(path))
+
+    assert report.passed, report.summary()
+    assert any("ran in this process" in note and "LocalScale" in note for note in report.notes)
 
 
 def test_a_file_that_is_not_a_model_is_a_failed_check_with_the_reason(tmp_path):
