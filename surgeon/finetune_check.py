@@ -112,9 +112,14 @@ def _custom_objects() -> tuple[dict[str, str], list[str]]:
     if "keras" not in sys.modules:
         return {}, []
     import keras
-    from keras.src.backend.common import global_state
 
-    known = {**keras.saving.get_custom_objects(), **global_state.get_global_attribute("custom_objects_scope_dict", {})}
+    known = dict(keras.saving.get_custom_objects())
+    try:  # the active custom_object_scope: Keras keeps it in its private global state
+        from keras.src.backend.common import global_state
+
+        known.update(global_state.get_global_attribute("custom_objects_scope_dict", None) or {})
+    except ImportError:
+        pass
     importable, local = {}, []
     for name, obj in known.items():
         module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
