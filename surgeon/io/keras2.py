@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from surgeon.errors import SurgeonError
+from surgeon.io.affine_ops import rescaling_of
 from surgeon.io.compile_config import LOSS_NAMES, OPTIMIZER_NAMES
 from surgeon.layer_kinds import SHAPE_PRESERVING
 from surgeon.spec import MODEL_CLASSES, dtype_policy, keras_tensor, map_io_refs, unique_name
@@ -709,13 +710,8 @@ def _rescale(name, x, scale, offset, dtype):
     return [_NewLayer("Rescaling", cfg, [x])]
 
 
-def _neg(c):
-    return [-a for a in c] if isinstance(c, list) else -c
-
-
-def _binary(merge_cls, const_fn, rconst_fn):
-    """``const_fn(c)`` gives (scale, offset) for ``x op c``, ``rconst_fn(c)`` for ``c op x``
-    (None: no Rescaling computes it, e.g. ``c / x``)."""
+def _binary(merge_cls, operation):
+    """``x op c`` or ``c op x`` -> Rescaling (``affine_ops``), ``x op y`` -> the merge layer ``merge_cls``."""
     def rule(name, op, call, shape_of, ctx, dtype):
         x, y = _op_xy(name, op, call)
         if isinstance(x, _Ref) and isinstance(y, _Ref):
@@ -723,49 +719,26 @@ def _binary(merge_cls, const_fn, rconst_fn):
                 raise _untranslatable(name, op, " on two tensors")
             ctx.note(f"TFOpLambda {op} on two tensors written as {merge_cls}", name)
             return [_NewLayer(merge_cls, _base_cfg(name, dtype), [[x, y]])]
-        if isinstance(x, _Ref):
-            c = _const_value(y)
-            fn = const_fn
-        else:
-            c = _const_value(x)
-            x, fn = y, rconst_fn
-        if fn is None and c is not None:
-            raise _untranslatable(name, op, " with the constant first (constant / tensor has no built-in layer)")
-        if c is None or fn is None or not isinstance(x, _Ref):
+        constant_first = not isinstance(x, _Ref)
+        c, x = (_const_value(x), y) if constant_first else (_const_value(y), x)
+        if c is None or not isinstance(x, _Ref):
             raise _untranslatable(name, op, " with a non-scalar constant")
-        scale, offset = fn(c)
+        # x / c as x * (1/c): within one float32 rounding of TF's division (convert's check
+        # against tf_keras measures it).
+        affine = rescaling_of(operation, c, constant_first, inexact_division=True)
+        if affine is None:
+            where = "first (constant / tensor has no built-in layer)" if constant_first else f"{c!r}"
+            raise _untranslatable(name, op, f" with the constant {where}")
         ctx.note(f"TFOpLambda {op} with a constant written as Rescaling", name)
-        return _rescale(name, x, scale, offset, dtype)
+        return _rescale(name, x, *affine, dtype)
 
     return rule
 
 
-def _recip(c):
-    return [1.0 / a for a in c] if isinstance(c, list) else 1.0 / c
-
-
-def _ones_like(c):
-    return [1.0] * len(c) if isinstance(c, list) else 1.0
-
-
-def _zeros_like(c):
-    return [0.0] * len(c) if isinstance(c, list) else 0.0
-
-
-def _add_constant(c):
-    return _ones_like(c), c
-
-
-def _scale_by(c):
-    return c, _zeros_like(c)
-
-
-_ADD = _binary("Add", _add_constant, _add_constant)
-_SUB = _binary("Subtract", lambda c: (_ones_like(c), _neg(c)), lambda c: (_neg(_ones_like(c)), c))  # x - c, c - x
-_MUL = _binary("Multiply", _scale_by, _scale_by)
-# x / c as x * (1/c): within one float32 rounding of TF's division (convert's check against
-# tf_keras measures it); c / x has no built-in layer.
-_DIV = _binary(None, lambda c: (_recip(c), _zeros_like(c)), None)
+_ADD = _binary("Add", "add")
+_SUB = _binary("Subtract", "subtract")
+_MUL = _binary("Multiply", "multiply")
+_DIV = _binary(None, "divide")
 
 
 def _unary(cls, **extra):

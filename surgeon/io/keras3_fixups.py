@@ -24,12 +24,12 @@ The rewrites are data: :data:`REWRITES` maps ``class_name`` to a small function 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from surgeon.io.affine_ops import rescaling_of
 from surgeon.spec import dtype_policy, unique_name
 
 __all__ = [
@@ -236,26 +236,10 @@ def rewrite_stochastic_depth(layer: dict, ctx: _Ctx):
                         _WHY_UNREGISTERED, ctx.path, (name,))
 
 
-def _power_of_two(c: float) -> bool:
-    if c == 0 or not math.isfinite(c):
-        return False
-    m, _ = math.frexp(abs(c))
-    return m == 0.5 and 2.0 ** -126 <= abs(1.0 / c) <= 2.0 ** 127
-
-
-# (op class, constant position) -> (scale, offset) as functions of the constant c, or None.
-# All are exact in IEEE arithmetic: x*1 == x, a - b == a + (-b), and x/c == x*(1/c) when c is a
-# power of two.
-_AFFINE: dict[tuple[str, int], Callable[[float], "tuple[float, float] | None"]] = {
-    ("Add", 0): lambda c: (1.0, c),
-    ("Add", 1): lambda c: (1.0, c),
-    ("Subtract", 1): lambda c: (1.0, -c),  # x - c
-    ("Subtract", 0): lambda c: (-1.0, c),  # c - x
-    ("Multiply", 0): lambda c: (c, 0.0),
-    ("Multiply", 1): lambda c: (c, 0.0),
-    ("TrueDivide", 1): lambda c: (1.0 / c, 0.0) if _power_of_two(c) else None,
-    ("Divide", 1): lambda c: (1.0 / c, 0.0) if _power_of_two(c) else None,
-}
+# op class -> the operation ``affine_ops.rescaling_of`` computes for a tensor and a constant.
+# Only exact rewrites here (no inexact division): unlike a Keras 2 file, whose translation
+# convert checks against tf_keras, a Keras 3 config has no other runtime to check against.
+_OPERATION = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "TrueDivide": "divide", "Divide": "divide"}
 # op class -> merge layer for two tensor operands (argument order kept)
 _MERGE = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply"}
 
@@ -298,12 +282,12 @@ def rewrite_op(layer: dict, ctx: _Ctx):
     args = nodes[0]["args"]
     tensors = [i for i, a in enumerate(args) if _is_tensor(a)]
     if cls == "Negative" and len(args) == 1 and tensors == [0]:
-        affine, t = (-1.0, 0.0), args[0]
+        affine, t = rescaling_of("negative", 0.0, False, inexact_division=False), args[0]
     elif len(args) == 2 and len(tensors) == 1 and _is_scalar(args[1 - tensors[0]]):
         t = args[tensors[0]]
         const_pos = 1 - tensors[0]
-        fn = _AFFINE.get((cls, const_pos))
-        affine = fn(float(args[const_pos])) if fn else None
+        operation = _OPERATION.get(cls)
+        affine = operation and rescaling_of(operation, float(args[const_pos]), const_pos == 0, inexact_division=False)
         if affine is None:
             return refuse(f"no exact built-in layer for {cls} with constant {args[const_pos]!r}")
     elif len(args) == 2 and len(tensors) == 2 and cls in _MERGE:
