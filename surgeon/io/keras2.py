@@ -10,7 +10,6 @@ Public API
 - :func:`looks_like_keras2` -- sniff a ``model_config`` dict when the version is missing.
 - :func:`translate_model_config` -> :class:`Translation` (``.config``, ``.renamed``, ``.notes``).
 - :func:`translate_training_config` -- optimizer / loss / metric names and keys.
-- :func:`legacy_weight_name`, :func:`group_layer_weights` -- the weight mapping below.
 
 The output config is what Keras 3.15 itself writes into an ``.h5`` ``model_config``: layers with
 ``class_name``, ``config``, ``name`` and ``inbound_nodes`` in the new format
@@ -26,17 +25,15 @@ A Keras 2 ``.h5`` keeps weights under ``model_weights``: the group's ``layer_nam
 the top-level layers in model order; ``model_weights[<layer name>]`` has a ``weight_names``
 attribute listing that layer's weights, and each array is the dataset
 ``model_weights[<layer name>][<weight name>]``. Weight names are ``<layer path>/<variable>:0``
-(``dense_1/kernel:0``); parse them with :func:`legacy_weight_name`.
+(``dense_1/kernel:0``).
 
 - A plain layer: its weights are stored in ``layer.weights`` order (trainable ones first), which for
   the built-in layers is Keras 3's order too (Dense/Conv: kernel, bias; BatchNormalization: gamma,
   beta, moving_mean, moving_variance; DepthwiseConv: depthwise_kernel, bias; SeparableConv:
   depthwise_kernel, pointwise_kernel, bias). ``layer.set_weights(arrays)`` in that order.
 - A nested model is one top-level entry whose weight names carry the *inner* layer's name
-  (``conv/kernel:0``, not ``base/conv/kernel:0``). :func:`group_layer_weights` splits such a list
-  per inner layer (the longest suffix of the weight's layer path that names an inner layer),
-  keeping the stored order within each inner layer; set them with
-  ``model.get_layer(outer).get_layer(inner).set_weights(...)``.
+  (``conv/kernel:0``, not ``base/conv/kernel:0``); ``h5_reader`` gives each weight to the inner
+  layer that the innermost run of its path components names.
 - ``/`` in a layer name: h5py treats ``/`` as a path separator, so the group of layer
   ``block1/conv`` is ``model_weights/block1/conv`` (nested groups) and its datasets are
   ``model_weights/block1/conv/block1/conv/kernel:0``. Keras 3 refuses ``/`` in names, so such layers
@@ -67,8 +64,6 @@ __all__ = [
     "looks_like_keras2",
     "translate_model_config",
     "translate_training_config",
-    "legacy_weight_name",
-    "group_layer_weights",
 ]
 
 @dataclass
@@ -110,59 +105,6 @@ def looks_like_keras2(model_config: dict) -> bool:
             if isinstance(node, list):
                 return True
     return False
-
-
-# ---------------------------------------------------------------------------------------------
-# weights
-
-
-def legacy_weight_name(name: str) -> tuple[str, str]:
-    """Split a Keras 2 weight name into (layer path, variable name).
-
-    ``"dense_1/kernel:0"`` -> ``("dense_1", "kernel")``; ``"block1/conv/kernel:0"`` ->
-    ``("block1/conv", "kernel")``; ``"kernel:0"`` -> ``("", "kernel")``. Keras 3 names
-    (``"sub/sc/kernel"``, no ``:0``) parse the same way.
-    """
-    if isinstance(name, bytes):
-        name = name.decode("utf-8")
-    name = re.sub(r":\d+$", "", name)
-    path, _, var = name.rpartition("/")
-    return path, var
-
-
-def group_layer_weights(
-    weight_names: list[str], arrays: list, inner_layer_names: list[str] | None = None,
-    renamed: dict | None = None,
-) -> dict[str, list]:
-    """Split one ``model_weights/<layer>`` entry into ``{inner layer name: [arrays]}``.
-
-    For a plain layer (``inner_layer_names`` None) everything goes under the key ``""``.
-    For a nested model, each weight goes to the inner layer named by the longest suffix of its
-    layer path that is in ``inner_layer_names`` (old names); the result is keyed by the Keras 3
-    name (``renamed`` applied). Stored order is kept within each inner layer.
-    """
-    renamed = renamed or {}
-    out: dict[str, list] = {}
-    if inner_layer_names is None:
-        out[""] = list(arrays)
-        return out
-    known = set(inner_layer_names)
-    for wname, arr in zip(weight_names, arrays):
-        path, _ = legacy_weight_name(wname)
-        parts = path.split("/") if path else []
-        owner = None
-        for i in range(len(parts)):
-            cand = "/".join(parts[i:])
-            if cand in known:
-                owner = cand
-                break
-        if owner is None:
-            raise SurgeonError(
-                f"weight {wname!r} names no layer of the nested model; the file is not a "
-                "Keras 2 layout surgeon understands"
-            )
-        out.setdefault(renamed.get(owner, owner), []).append(arr)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
