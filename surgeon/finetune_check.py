@@ -217,9 +217,11 @@ def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAUL
 def reproducible_runtime() -> None:
     """Set up this process's TensorFlow for bit-reproducible training; call before TensorFlow starts.
 
-    Op determinism alone is not enough on the CPU: measured on InceptionV3 (TensorFlow 2.21,
-    2 cores, 3-step fit from the same seed and file), 2 of 8 repeated runs differed in the last
-    bits with the default threads, 0 of 16 with one inter-op thread.
+    Op determinism alone is not enough on the CPU: with independent ops running concurrently,
+    TensorFlow's kernels split their work differently from run to run. Measured by
+    bench/bench_determinism.py on a prepared InceptionV3 (TensorFlow 2.21, 2 cores, the check's
+    3-step fit from the same seed and file): 3 of 12 runs differed in the last bits with the
+    default threads, 0 of 12 with one inter-op thread.
     """
     from surgeon.io.keras_model import quiet_tensorflow
 
