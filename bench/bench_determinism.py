@@ -104,7 +104,7 @@ def main() -> None:
             done = run_python([__file__, path, "--trials", str(args.trials), "--child", setup], SETUPS[setup][0])
             lines = [line for line in done.stdout.splitlines() if line.startswith("OUTCOMES ")]
             if done.returncode != 0 or not lines:
-                print(f"{setup:12} failed: {last_error_line(done)}")
+                print(f"{setup:12} failed: {last_error_line(done.stderr, done.returncode)}")
                 continue
             outcomes = json.loads(lines[0][len("OUTCOMES "):])
             majority = max(set(outcomes), key=outcomes.count)

@@ -17,16 +17,28 @@ import time
 
 
 def run_python(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python ARGS`` with this interpreter, this process's import path, and TensorFlow's log quiet.
+    """``python ARGS`` run to its end, output captured (see ``start_python``)."""
+    return subprocess.run(_command(args), env=_environment(env), capture_output=True, text=True)
+
+
+def start_python(args: list[str], env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    """``python ARGS`` started: this interpreter, this process's import path, TensorFlow's log quiet.
 
     The import path is passed on so that the child imports the same surgeon (a source checkout
     on ``sys.path`` included) and the same modules a caller's registered Keras classes live in.
     """
-    path = os.pathsep.join(entry for entry in sys.path if entry)
-    environment = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.Popen(_command(args), env=_environment(env), **popen)
+
+
+def _command(args: list[str]) -> list[str]:
     # -P: the working directory does not go first on the child's path (``python -m`` would put it
     # there), so a stray keras.py or surgeon/ folder beside the user's files is not imported.
-    return subprocess.run([sys.executable, "-P", *args], env=environment, capture_output=True, text=True)
+    return [sys.executable, "-P", *args]
+
+
+def _environment(env: dict[str, str] | None) -> dict[str, str]:
+    path = os.pathsep.join(entry for entry in sys.path if entry)
+    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
 
 
 def exit_with_parent(scratch: str | None = None, poll_seconds: float = 1.0) -> None:
@@ -45,7 +57,7 @@ def exit_with_parent(scratch: str | None = None, poll_seconds: float = 1.0) -> N
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def last_error_line(done: subprocess.CompletedProcess) -> str:
+def last_error_line(stderr: str | None, returncode: int | None = None) -> str:
     """The line of a failed child's stderr that says what went wrong (Python puts it last)."""
-    lines = [line.strip() for line in (done.stderr or "").splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit code {done.returncode}, no output"
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {returncode}, no output"

@@ -64,7 +64,7 @@ def check_against_keras2(original: str, candidate: str, *, samples: int, atol: f
         np.savez(given, **{f"x{i}": x for i, x in enumerate(inputs)})
         done = run_python(["-c", _KERAS2_RUNNER, original, given, produced], {"TF_USE_LEGACY_KERAS": "1"})
         if done.returncode != 0:
-            problem = f"tf_keras could not run the original: {last_error_line(done)}"
+            problem = f"tf_keras could not run the original: {last_error_line(done.stderr, done.returncode)}"
             return OriginalRuntimeCheck(False, None, VerifyReport(False, [], samples, atol, rtol, problem=problem))
         expected_file = np.load(produced)
         expected = [expected_file[f"y{i}"] for i in range(len(expected_file.files))]

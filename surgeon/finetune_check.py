@@ -15,11 +15,15 @@ Any failed check fails the report and names the layers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -79,31 +83,60 @@ def check_fine_tuning(
     CPU. The Keras classes this process knows beyond Keras' own (registered, or in an active
     ``custom_object_scope``) are registered there too, imported from their modules; when one
     cannot be imported by a fresh process (defined in ``__main__`` or inside a function), the
-    check runs in this process instead, with a note.
+    check runs in this process instead, with a note. ``fine_tune_checker`` starts the process
+    ahead of time.
 
     Example:
         >>> report = check_fine_tuning("prepared.h5")
         >>> report.passed, report.checks["frozen_unchanged"]
         (True, True)
     """
-    from surgeon.child_process import last_error_line, run_python
+    with fine_tune_checker(steps=steps, batch_size=batch_size, seed=seed, allow_code=allow_code) as check:
+        return check(path)
 
-    importable, local = _custom_objects()
-    if local:
-        return _in_this_process(path, steps, batch_size, seed, allow_code, local)
-    with tempfile.TemporaryDirectory(prefix="surgeon_fine_tune_") as scratch:
-        result_file = os.path.join(scratch, "report.json")
-        args = ["-m", "surgeon.finetune_check", os.path.abspath(path), result_file, "--steps", str(steps),
-                "--batch-size", str(batch_size), "--seed", str(seed), "--parent-scratch", scratch]
-        args += ["--allow-code"] if allow_code else []
-        for name, location in importable.items():
-            args += ["--register", f"{name}={location}"]
+
+@contextlib.contextmanager
+def fine_tune_checker(*, steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_BATCH, seed: int = 0,
+                      allow_code: bool = False) -> Iterator[Callable[[str], FineTuneReport]]:
+    """Start the check's process now and yield ``check(path)``, usable once.
+
+    Started before a rewrite, the process imports TensorFlow (about 2.5 s) while this one reads,
+    rewrites and verifies; it is stopped on leaving the block if the check was not needed.
+    """
+    from surgeon.child_process import last_error_line, start_python
+
+    scratch = tempfile.mkdtemp(prefix="surgeon_fine_tune_")
+    errors_path = os.path.join(scratch, "stderr.txt")
+    with open(errors_path, "w", encoding="utf-8") as errors:
         # CPU only: the check is a few small steps, and this process may hold the GPU's memory.
-        done = run_python(args, {"CUDA_VISIBLE_DEVICES": ""})
-        if done.returncode == 0 and os.path.exists(result_file):
-            with open(result_file, encoding="utf-8") as stream:
+        process = start_python(["-m", "surgeon.finetune_check", "--parent-scratch", scratch], {"CUDA_VISIBLE_DEVICES": ""},
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+
+    def check(path: str) -> FineTuneReport:
+        importable, local = _custom_objects()
+        if local:
+            return _in_this_process(path, steps, batch_size, seed, allow_code, local)
+        report_path = os.path.join(scratch, "report.json")
+        job = {"model": os.path.abspath(path), "report": report_path, "steps": steps, "batch_size": batch_size,
+               "seed": seed, "allow_code": allow_code, "register": importable}
+        try:
+            process.communicate(json.dumps(job))
+        except BrokenPipeError:  # the process died before reading its job; its stderr says why
+            process.wait()
+        if process.returncode == 0 and os.path.exists(report_path):
+            with open(report_path, encoding="utf-8") as stream:
                 return FineTuneReport.from_json(json.load(stream))
-    return _cannot_run(f"the fine-tune check's process failed: {last_error_line(done)}", steps, batch_size, seed)
+        with open(errors_path, encoding="utf-8", errors="replace") as stream:
+            reason = last_error_line(stream.read(), process.returncode)
+        return _cannot_run(f"the fine-tune check's process failed: {reason}", steps, batch_size, seed)
+
+    try:
+        yield check
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _custom_objects() -> tuple[dict[str, str], list[str]]:
@@ -415,37 +448,38 @@ def _one_line(error: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m surgeon.finetune_check MODEL REPORT.json``: what ``check_fine_tuning`` runs."""
+    """The check's process (``fine_tune_checker``): set up TensorFlow, then read one job as JSON
+    on stdin (model, report path, steps, batch_size, seed, allow_code, register) and run it."""
     from surgeon.child_process import exit_with_parent
 
     parser = argparse.ArgumentParser(prog="python -m surgeon.finetune_check")
-    parser.add_argument("model")
-    parser.add_argument("report")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--allow-code", action="store_true")
-    parser.add_argument("--register", action="append", default=[], metavar="NAME=MODULE:QUALNAME")
     parser.add_argument("--parent-scratch", help="the caller's temporary directory, removed if the caller dies")
     args = parser.parse_args(argv)
     exit_with_parent(scratch=args.parent_scratch)
+    reproducible_runtime()
+    import surgeon.verify  # noqa: F401  (loaded while the caller works, not after)
+
+    text = sys.stdin.read()
+    if not text.strip():  # the caller did not need the check
+        return
+    job = json.loads(text)
     try:
-        reproducible_runtime()
-        _register(args.register)
-        report = run_check(args.model, steps=args.steps, batch_size=args.batch_size, seed=args.seed, allow_code=args.allow_code)
+        _register(job["register"])
+        report = run_check(job["model"], steps=job["steps"], batch_size=job["batch_size"], seed=job["seed"],
+                           allow_code=job["allow_code"])
     except Exception as error:  # reported as one line, not as the last line of a traceback
-        report = _cannot_run(_one_line(error), args.steps, args.batch_size, args.seed)
-    with open(args.report, "w", encoding="utf-8") as stream:
+        report = _cannot_run(_one_line(error), job["steps"], job["batch_size"], job["seed"])
+    with open(job["report"], "w", encoding="utf-8") as stream:
         json.dump(report.to_json(), stream)
 
 
-def _register(entries: list[str]) -> None:
+def _register(entries: dict[str, str]) -> None:
+    """``{name: "module:qualname"}`` into Keras' registry, as the caller had them."""
     import importlib
 
     import keras
 
-    for entry in entries:
-        name, location = entry.split("=", 1)
+    for name, location in entries.items():
         module, qualname = location.split(":", 1)
         obj = importlib.import_module(module)
         for part in qualname.split("."):

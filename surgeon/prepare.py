@@ -73,14 +73,15 @@ def prepare_file(input_path: str, output_path: str, *, selection: Selection | No
 
 def _run(names, input_path, output_path, selection, compile, force, verify, fine_tune, allow_code) -> RewriteResult:
     options = verify or VerifyOptions()
+    passes = pipeline(names, selection, compile)
+    if not (fine_tune and options.enabled):
+        return rewrite_file(input_path, output_path, passes, force=force, verify=options, allow_code=allow_code)
+    from surgeon.finetune_check import fine_tune_checker
 
-    def check(path: str, spec) -> object:
-        from surgeon.finetune_check import check_fine_tuning
-
-        return check_fine_tuning(path, allow_code=allow_code)
-
-    return rewrite_file(input_path, output_path, pipeline(names, selection, compile), force=force, verify=options,
-                        allow_code=allow_code, after_write=check if (fine_tune and options.enabled) else None)
+    # Started first: its TensorFlow start-up overlaps the rewrite and the verification.
+    with fine_tune_checker(allow_code=allow_code) as check:
+        return rewrite_file(input_path, output_path, passes, force=force, verify=options, allow_code=allow_code,
+                            after_write=lambda path, spec: check(path))
 
 
 def freeze_model(model, selection: Selection | None = None, compile: CompileOptions | None = None):

@@ -94,3 +94,42 @@ def test_a_file_that_is_not_a_model_is_a_failed_check_with_the_reason(tmp_path):
     report = check_fine_tuning(str(path))
 
     assert not report.passed and "does not load with plain Keras" in report.problem
+
+
+def test_a_class_the_checks_process_cannot_import_is_named_in_one_line(tmp_path, keras):
+    import sys
+    import types
+
+    ghost = types.ModuleType("surgeon_ghost_module")  # in sys.modules here, on no path a fresh process sees
+
+    class Ghost(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    Ghost.__module__, Ghost.__qualname__ = ghost.__name__, "Ghost"
+    ghost.Ghost = Ghost
+    sys.modules[ghost.__name__] = ghost
+    inp = keras.Input((4,))
+    path = tmp_path / "ghost.keras"
+    keras.Model(inp, keras.layers.Dense(2, name="head")(inp)).save(path)
+    registry = keras.saving.get_custom_objects()
+    registry["surgeon_tests>Ghost"] = Ghost
+    try:
+        report = check_fine_tuning(str(path))
+    finally:
+        del registry["surgeon_tests>Ghost"], sys.modules[ghost.__name__]
+
+    assert not report.passed
+    assert "surgeon_ghost_module" in report.problem and "\n" not in report.problem
+
+
+def test_a_checker_left_unused_stops_its_process_and_leaves_no_files(tmp_path, monkeypatch):
+    import tempfile
+
+    from surgeon.finetune_check import fine_tune_checker
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with fine_tune_checker():
+        pass
+
+    assert list(tmp_path.iterdir()) == []
