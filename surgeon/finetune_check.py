@@ -310,7 +310,7 @@ def _trainable_only(weights: dict, leaves: dict, path: str) -> dict[str, np.ndar
 
 
 def _describe_differences(first: dict[str, np.ndarray], second: dict[str, np.ndarray], names: list[str]) -> str:
-    """``kernel (max abs 3.7e-09), bias (missing in the second run)``."""
+    """``kernel (max abs 3.7e-09), bias (missing or reshaped in the second run)``."""
     parts = []
     for name in names:
         other = second.get(name)
