@@ -34,6 +34,7 @@ _EXPORTS = {
     "split_file": "surgeon.split",
     "split_model": "surgeon.split",
     "extract_features": "surgeon.features",
+    "open_features": "surgeon.features",
     "freeze_file": "surgeon.prepare",
     "freeze_model": "surgeon.prepare",
     "prepare_file": "surgeon.prepare",
