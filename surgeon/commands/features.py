@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import AllowCode, Force, Json, command, console, print_json
+from surgeon.commands.common import AllowCode, Force, Json, command, console, fail, print_json
 
 
 @command
@@ -35,8 +35,14 @@ def features(
     """
     from surgeon.features import extract_features
 
-    result = extract_features(str(base), str(data), output, batch_size=batch_size, force=force, progress=True,
-                              allow_code=allow_code, engine=engine, workers=workers, address=address, shard_size=shard_size)
+    try:
+        result = extract_features(str(base), str(data), output, batch_size=batch_size, force=force, progress=True,
+                                  allow_code=allow_code, engine=engine, workers=workers, address=address, shard_size=shard_size)
+    except KeyboardInterrupt:
+        if not Path(output).is_dir():
+            raise
+        fail(f"interrupted; the shards recorded in {output}'s manifest are kept: run the same command again to resume")
+        raise typer.Exit(130) from None
     if as_json:
         print_json(result.to_json())
         return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import zipfile
 from typing import Iterator
 
@@ -280,5 +281,6 @@ def _name_the_bad_image(load, paths: list[str]) -> None:
         try:
             load(tf.constant(path))
         except tf.errors.OpError as error:
-            text = " ".join(str(error.message).split())[:160]
+            # TensorFlow wraps the reason in {{function_node ...}} and [Op:...]: keep the reason.
+            text = " ".join(re.sub(r"\{\{.*?\}\}|\[Op:.*", "", str(error.message)).split())[:160]
             raise SurgeonError(f"cannot decode the image '{path}': {text}; remove or replace the file") from None

@@ -90,9 +90,11 @@ def extract_features(base, data: str, output: str, *, batch_size: int = 32, forc
     directory = _is_directory_output(str(output), engine)
     named_files = tuple(str(p) for p in (data, base) if isinstance(p, (str, os.PathLike)))
     if engine == "ray":
-        from surgeon.features.ray_engine import import_ray
+        from surgeon.features.ray_engine import check_reachable, import_ray
 
-        import_ray()  # before anything slow: a missing extra is one line
+        import_ray()  # before anything slow: a missing extra or a wrong address is one line
+        if address:
+            check_reachable(address)
         if not isinstance(base, (str, os.PathLike)):
             raise SurgeonError("the Ray engine loads the base from its file in each worker: give a path, not a keras.Model")
     elif address:

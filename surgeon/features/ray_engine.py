@@ -91,7 +91,7 @@ def run_on_ray(shards: list[dict], *, base_path: str, base_sha256: str, batch_si
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         dataset = ray.data.from_items([{"shard": json.dumps(shard)} for shard in shards], override_num_blocks=len(shards))
         results = dataset.map_batches(
-            ShardWorker, batch_size=1, concurrency=workers, num_cpus=1,
+            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
             fn_constructor_kwargs={"base_path": base_path, "base_sha256": base_sha256, "batch_size": batch_size,
                                    "directory": directory, "keys": keys, "allow_code": allow_code},
         )
@@ -111,7 +111,6 @@ def _connect(ray, address: str | None, workers: int) -> bool:
         return False  # a caller (a test session, a notebook) already chose the cluster
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": False}
     if address:
-        _check_reachable(address)
         try:
             ray.init(address=address, **options)
         except Exception as error:
@@ -122,7 +121,7 @@ def _connect(ray, address: str | None, workers: int) -> bool:
     return True
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """Fail fast on a host:port nobody listens on (ray.init would retry for a minute)."""
     if address == "auto":
         return
