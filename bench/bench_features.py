@@ -9,12 +9,20 @@ cut: the global pooling), writes N random images as one .npy, then runs, each in
   predict       x = np.load(data.npy); np.save(out, base.predict(x, batch_size))   (the usual script)
   predict_loop  np.save(out, concatenate([base.predict(x[i:i+b]) for i in ...]))  (x memory-mapped)
   on_batch      the same with base.predict_on_batch: the fastest hand-written loop we know
+  shards        surgeon, local engine, into a directory of shards + manifest (--shard-size)
+  ray1, ray2    surgeon --engine ray with 1 and 2 workers: a local Ray instance started by the run
+                (its start, the actors' TensorFlow import and base load are part of the time)
 
 Throughput is images/s over the whole run (trace + all batches + writing), best of --repeats,
-the variants interleaved so that machine noise hits both. The features of both are compared.
+the variants interleaved so that machine noise hits both. The features of all are compared.
+For the directory variants the time to the first recorded shard is printed too: the rate after
+it is the steady one, which is what many machines multiply. Peak memory is per process: for the
+Ray variants, the largest worker (each one holds the base, a batch or two and its shard's pages).
+The machine's load average is printed: on a shared machine, read the figures against it.
 
 Usage:
-    python bench/bench_features.py [--images 4096] [--size 96] [--batch-size 64] [--repeats 3] [--workdir DIR]
+    python bench/bench_features.py [--images 4096] [--size 96] [--batch-size 64] [--shard-size 512]
+                                   [--repeats 3] [--modes surgeon,shards,ray1,ray2] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def child(mode: str, base: str, data: str, out: str, batch_size: int) -> None:
+def child(mode: str, base: str, data: str, out: str, batch_size: int, shard_size: int) -> None:
     import numpy as np
 
     from surgeon.verify import load_plain
@@ -52,22 +60,37 @@ def child(mode: str, base: str, data: str, out: str, batch_size: int) -> None:
     elif mode == "on_batch":
         x = np.load(data, mmap_mode="r")
         np.save(out, np.concatenate([model.predict_on_batch(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]))
+    elif mode in DIRECTORY_MODES:
+        from surgeon.features import extract_features
+
+        engine, workers = ("local", 1) if mode == "shards" else ("ray", int(mode[3:]))
+        # The Ray workers load the base from its file; the local engine gets the loaded model, as "surgeon" does.
+        result = extract_features(model if engine == "local" else base, data, out, batch_size=batch_size, shard_size=shard_size, force=True, progress=False,
+                                  engine=engine, workers=workers)
+        print(json.dumps({"seconds": time.perf_counter() - started, "first_shard": result.first_shard_seconds}))
+        return
     print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+DIRECTORY_MODES = ("shards", "ray1", "ray2")
 
 
 def run_child(mode: str, args, base: str, data: str, out: str) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--base", base, "--data", data, "--out", out,
-               "--batch-size", str(args.batch_size)]
+               "--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size)]
     with tempfile.TemporaryFile("w+") as stdout:
         process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL, text=True)
         # ru_maxrss counts pages of memory-mapped files too (reclaimable page cache); the
         # anonymous part (RssAnon in /proc/PID/status, sampled) is what cannot be given back.
         peak_anon = 0
+        workers: dict[int, int] = {}  # Ray worker pid -> peak anonymous kB
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
             peak_anon = max(peak_anon, _rss_anon_kb(process.pid))
+            for worker in _ray_workers(process.pid):
+                workers[worker] = max(workers.get(worker, 0), _rss_anon_kb(worker))
             time.sleep(0.02)
         if status != 0:
             raise SystemExit(f"{mode} failed (status {status})")
@@ -75,7 +98,36 @@ def run_child(mode: str, args, base: str, data: str, out: str) -> dict:
         result = json.loads(stdout.read().strip().splitlines()[-1])
     result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: kilobytes
     result["peak_anon_mb"] = peak_anon / 1024
+    result["worker_peak_anon_mb"] = max(workers.values(), default=0) / 1024
     return result
+
+
+def _ray_workers(pid: int) -> list[int]:
+    """Processes below ``pid`` whose name Ray set to ray::<actor> (the shard workers)."""
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        for task in _listdir(f"/proc/{parent}/task"):
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    stack.extend(int(child) for child in children.read().split())
+            except OSError:
+                continue
+        if parent != pid:
+            try:
+                with open(f"/proc/{parent}/cmdline", "rb") as cmdline:
+                    if cmdline.read().startswith(b"ray::MapWorker"):
+                        found.append(parent)
+            except OSError:
+                pass
+    return found
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def _rss_anon_kb(pid: int) -> int:
@@ -125,6 +177,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shard-size", type=int, default=512)
+    parser.add_argument("--modes", default="surgeon,predict,predict_loop,on_batch,shards,ray1,ray2")
     parser.add_argument("--workdir")
     parser.add_argument("--child")
     parser.add_argument("--base")
@@ -132,7 +186,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.base, args.data, args.out, args.batch_size)
+        child(args.child, args.base, args.data, args.out, args.batch_size, args.shard_size)
         return
 
     import numpy as np
@@ -142,16 +196,21 @@ def main() -> None:
     base, data = prepare(args, workdir)
     data_mb = os.path.getsize(data) / 2**20
     print(f"data: {args.images} images {args.size}x{args.size}x3 float32 = {data_mb:.0f} MB, "
-          f"batch {args.batch_size} ({args.images // args.batch_size} batches); cpus: {os.cpu_count()}")
-    modes = ("surgeon", "predict", "predict_loop", "on_batch")
-    outs = {mode: os.path.join(workdir, f"f_{mode}.npy") for mode in modes}
+          f"batch {args.batch_size} ({args.images // args.batch_size} batches), shards of {args.shard_size}; cpus: {os.cpu_count()}")
+    print("load average at start (1, 5, 15 min): " + ", ".join(f"{load:.2f}" for load in os.getloadavg()))
+    modes = tuple(args.modes.split(","))
+    outs = {mode: os.path.join(workdir, f"f_{mode}" + ("/" if mode in DIRECTORY_MODES else ".npy")) for mode in modes}
     baseline = run_child("baseline", args, base, data, os.devnull)
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     for _ in range(args.repeats):
         for mode in modes:
             runs[mode].append(run_child(mode, args, base, data, outs[mode]))
-    reference = np.load(outs["predict"], mmap_mode="r")
-    difference = max(float(np.abs(np.load(outs[m], mmap_mode="r") - reference).max()) for m in modes)
+    from surgeon.features import open_features
+
+    features = {mode: np.asarray(open_features(outs[mode]).array) for mode in modes}
+    reference = features[modes[0]]
+    difference = max(float(np.abs(features[m] - reference).max()) for m in modes)
+    identical = [m for m in modes if features[m].tobytes() == reference.tobytes()]
 
     print(f"\n{'variant':<12} {'best s':>8} {'images/s':>10} {'all runs (s)':<22} {'peak RSS MB':>12} {'peak anon MB':>13}")
     print(f"{'baseline':<12} {'':>8} {'':>10} {'(load + 1 batch)':<22} {baseline['peak_rss_mb']:>12.0f} {baseline['peak_anon_mb']:>13.0f}")
@@ -163,13 +222,22 @@ def main() -> None:
         anon = max(r["peak_anon_mb"] for r in results)
         print(f"{mode:<12} {best[mode]:>8.2f} {args.images / best[mode]:>10.1f} {seconds:<22} {peak:>12.0f} {anon:>13.0f}")
     print()
-    for mode in modes[1:]:
-        overhead = best["surgeon"] / best[mode] - 1
-        print(f"surgeon time over {mode}: {overhead * 100:+.1f}% (target: within +10%)")
-    print(f"largest difference between the feature files: {difference:.3g}")
+    for mode in ("predict", "predict_loop", "on_batch"):
+        if "surgeon" in best and mode in best:
+            print(f"surgeon time over {mode}: {(best['surgeon'] / best[mode] - 1) * 100:+.1f}% (target: within +10%)")
+    if "surgeon" in best:
+        for mode in [m for m in DIRECTORY_MODES if m in best]:
+            first = min(r["first_shard"] for r in runs[mode])
+            steady = (args.images - args.shard_size * (int(mode[3:]) if mode.startswith("ray") else 1)) / max(best[mode] - first, 1e-9)
+            print(f"{mode}: {best[mode] / best['surgeon']:.2f}x the single-process time (target for ray: within 1.3x); "
+                  f"first shard after {first:.1f} s, then about {steady:.0f} images/s")
+    print(f"largest difference between the feature files: {difference:.3g}; byte-identical to {modes[0]}: {', '.join(identical)}")
     for mode in modes:
         extra = max(r["peak_anon_mb"] for r in runs[mode]) - baseline["peak_anon_mb"]
-        print(f"{mode}: peak anonymous memory above baseline {extra:.0f} MB (data {data_mb:.0f} MB)")
+        worker = max(r["worker_peak_anon_mb"] for r in runs[mode])
+        print(f"{mode}: peak anonymous memory above baseline {extra:.0f} MB (data {data_mb:.0f} MB)"
+              + (f"; largest Ray worker {worker:.0f} MB in all (TensorFlow + base included)" if worker else ""))
+    print("load average at end (1, 5, 15 min): " + ", ".join(f"{load:.2f}" for load in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class FeaturesResult:
     shards: int = 1
     shards_resumed: int = 0  # already done by an earlier, interrupted run
     computed: int = 0  # samples computed by this run
+    first_shard_seconds: float | None = None  # start-up + one shard: what a run costs before its steady rate
 
     @property
     def samples_per_second(self) -> float:
@@ -151,13 +152,14 @@ def _extract_to_directory(model, base, base_name: str, source, output: str, keys
     store = open_store(output, plan=plan, sources=sources, force=force, inputs=named_files)
     pending = store.pending()
     remaining = sum(shard.stop - shard.start for shard in pending)
-    started = time.perf_counter()
+    started, first_shard = time.perf_counter(), None
     with _progress(progress, source.count) as bar:
         task = bar.add_task("features", total=source.count, completed=source.count - remaining)
         if engine == "local":
             for shard in pending:
                 store.record(write_shard(model, source.task(shard.start, shard.stop), batch_size, store.directory, shard.index,
                                          shard.start, shard.stop, keys, lambda size: bar.update(task, advance=size)))
+                first_shard = first_shard or time.perf_counter() - started
         elif pending:
             from surgeon.features.ray_engine import run_on_ray
 
@@ -166,11 +168,13 @@ def _extract_to_directory(model, base, base_name: str, source, output: str, keys
                                      directory=store.directory, keys=keys, workers=workers, address=address, allow_code=allow_code):
                 bar.update(task, advance=record["stop"] - record["start"])
                 store.record(record)
+                first_shard = first_shard or time.perf_counter() - started
     seconds = time.perf_counter() - started
     features = {key: value["shape"] for key, value in (store.manifest["features"] or {}).items()}
     return FeaturesResult(base_name, source.path, output, None, source.count, features, source.class_names, source.preprocessing,
                           seconds, engine=engine, workers=workers if engine == "ray" else 1, layout="directory",
-                          shards=len(store.shards), shards_resumed=len(store.shards) - len(pending), computed=remaining)
+                          shards=len(store.shards), shards_resumed=len(store.shards) - len(pending), computed=remaining,
+                          first_shard_seconds=first_shard)
 
 
 def _is_directory_output(output: str, engine: str) -> bool:
