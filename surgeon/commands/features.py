@@ -64,7 +64,8 @@ def features(
         return 0
     engine_text = f"{result.workers} Ray worker(s)" if result.engine == "ray" else "this process"
     resumed = f"; {result.shards_resumed} were done by an earlier run" if result.shards_resumed else ""
+    startup = f", {result.first_shard_seconds:.1f} s of it until the first shard (Ray start-up)" if result.engine == "ray" and result.first_shard_seconds else ""
     out.print(f"wrote [bold]{result.output}[/bold]: {result.shards} shard(s) + manifest.json{resumed}; "
-              f"computed {result.computed} samples on {engine_text}{speed}")
+              f"computed {result.computed} samples on {engine_text}{speed}{startup}")
     out.print(f"read it with: surgeon.open_features({result.output!r})")
     return 0

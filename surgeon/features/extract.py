@@ -164,9 +164,11 @@ def _extract_to_directory(model, base, base_name: str, source, output: str, keys
             from surgeon.features.ray_engine import run_on_ray
 
             shards = [{"index": s.index, "start": s.start, "stop": s.stop, "task": source.task(s.start, s.stop)} for s in pending]
+            # Ray's start and each worker's TensorFlow import take seconds before the first shard: say so.
+            bar.update(task, description="features (starting Ray workers)")
             for record in run_on_ray(shards, base_path=os.path.abspath(str(base)), base_sha256=base_sha256, batch_size=batch_size,
                                      directory=store.directory, keys=keys, workers=workers, address=address, allow_code=allow_code):
-                bar.update(task, advance=record["stop"] - record["start"])
+                bar.update(task, advance=record["stop"] - record["start"], description="features")
                 store.record(record)
                 first_shard = first_shard or time.perf_counter() - started
     seconds = time.perf_counter() - started

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import warnings
 from typing import Iterator
 
 from surgeon.errors import SurgeonError
@@ -89,12 +90,18 @@ def run_on_ray(shards: list[dict], *, base_path: str, base_sha256: str, batch_si
         context.print_on_execution_start = False
         context.execution_options.preserve_order = False  # record shards as they finish
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled": we said so
         dataset = ray.data.from_items([{"shard": json.dumps(shard)} for shard in shards], override_num_blocks=len(shards))
-        results = dataset.map_batches(
-            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
-            fn_constructor_kwargs={"base_path": base_path, "base_sha256": base_sha256, "batch_size": batch_size,
-                                   "directory": directory, "keys": keys, "allow_code": allow_code},
-        )
+        with warnings.catch_warnings():
+            # max_restarts=0 (Ray's documented way, passed through its deprecated **ray_remote_args):
+            # a worker that dies fails the run, which resumes from the manifest when run again, and
+            # Ray does not warn on every run that restarting its actors might fail.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            results = dataset.map_batches(
+                ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,
+                fn_constructor_kwargs={"base_path": base_path, "base_sha256": base_sha256, "batch_size": batch_size,
+                                       "directory": directory, "keys": keys, "allow_code": allow_code},
+            )
         for row in results.iter_rows():
             record = json.loads(str(row["record"]))
             if "error" in record:
@@ -110,14 +117,20 @@ def _connect(ray, address: str | None, workers: int) -> bool:
     if ray.is_initialized():
         return False  # a caller (a test session, a notebook) already chose the cluster
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": False}
-    if address:
-        try:
-            ray.init(address=address, **options)
-        except Exception as error:
-            raise SurgeonError(f"cannot join the Ray cluster at '{address}': {' '.join(str(error).split())[:200]}; check the address (`ray status` on the head node)") from None
-        return True
-    # A local run needs one CPU per worker; the object store carries only shard records.
-    ray.init(num_cpus=max(workers, 1), object_store_memory=256 * 2**20, **options)
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # Ray's start-up notes (token authentication) are not for this command's users
+    try:
+        if address:
+            try:
+                ray.init(address=address, **options)
+            except Exception as error:
+                raise SurgeonError(f"cannot join the Ray cluster at '{address}': {' '.join(str(error).split())[:200]}; check the address (`ray status` on the head node)") from None
+        else:
+            # A local run needs one CPU per worker; the object store carries only shard records.
+            ray.init(num_cpus=max(workers, 1), object_store_memory=256 * 2**20, **options)
+    finally:
+        logger.setLevel(level)
     return True
 
 
