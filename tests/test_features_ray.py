@@ -55,11 +55,12 @@ def test_ray_features_of_an_image_folder_are_the_single_process_bytes_and_labels
     np.testing.assert_array_equal(np.asarray(features.labels), labels)
     np.testing.assert_array_equal(np.asarray(features.labels), np.load(tmp_path / "single_labels.npy"))
     assert features.class_names == ["ant", "bee", "cat"] and features.source(10) == (os.path.join("bee", "00.png"), 0)
-    # Independent reference: the images that need no resizing, run through Keras directly.
-    base = keras.models.load_model(nested_base)
-    exact = [i for i, image in enumerate(pixels) if image.shape[0] == 16]
-    expected = np.asarray(base(np.stack([pixels[i] for i in exact]).astype("float32"), training=False))
-    np.testing.assert_allclose(features.array[exact], expected, rtol=1e-6, atol=1e-5)
+    # Independent reference: Keras' own image loading (resizing the 23x23 ones), then the base.
+    images = keras.utils.image_dataset_from_directory(folder, image_size=(16, 16), batch_size=None, shuffle=False)
+    reference = np.stack([image.numpy() for image, _ in images])
+    np.testing.assert_array_equal(reference[1], pixels[1])  # 16x16: the pixels themselves
+    expected = np.asarray(keras.models.load_model(nested_base)(reference, training=False))
+    np.testing.assert_allclose(np.asarray(features.array), expected, rtol=1e-6, atol=1e-5)
 
 
 def test_ray_features_of_npy_shards_are_the_single_process_bytes(ray_cluster, nested_base, npy_shards, single_file_features, tmp_path):

@@ -199,7 +199,7 @@ def _image_folder(folder: str, model, dtypes: list[str]) -> Data:
         raise SurgeonError(f"cannot read images from '{folder}': {' '.join(str(error).split())[:200]}") from None
     paths = [os.path.abspath(path) for path in listing.file_paths]
     if not paths:
-        raise SurgeonError(f"no images found in '{folder}'; it needs one sub-folder of images per class")
+        raise SurgeonError(f"no images found in '{folder}'; give a folder with one sub-folder of images per class, or a folder of .npy shards")
     root = os.path.abspath(folder)
     classes = list(listing.class_names)
     labels = np.array([classes.index(os.path.relpath(path, root).split(os.sep)[0]) for path in paths], dtype=np.int32)
