@@ -78,8 +78,8 @@ DIRECTORY_MODES = ("shards", "ray1", "ray2")
 def run_child(mode: str, args, base: str, data: str, out: str) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--base", base, "--data", data, "--out", out,
                "--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size)]
-    with tempfile.TemporaryFile("w+") as stdout:
-        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL, text=True)
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
         # ru_maxrss counts pages of memory-mapped files too (reclaimable page cache); the
         # anonymous part (RssAnon in /proc/PID/status, sampled) is what cannot be given back.
         peak_anon = 0
@@ -93,7 +93,8 @@ def run_child(mode: str, args, base: str, data: str, out: str) -> dict:
                 workers[worker] = max(workers.get(worker, 0), _rss_anon_kb(worker))
             time.sleep(0.02)
         if status != 0:
-            raise SystemExit(f"{mode} failed (status {status})")
+            stderr.seek(0)
+            raise SystemExit(f"{mode} failed (status {status}):\n" + "\n".join(stderr.read().splitlines()[-15:]))
         stdout.seek(0)
         result = json.loads(stdout.read().strip().splitlines()[-1])
     result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: kilobytes
