@@ -26,6 +26,7 @@ from surgeon.errors import SurgeonError
 from surgeon.features.compute import run_model, write_shard
 from surgeon.features.data import open_data, read_batches
 from surgeon.features.store import file_sha256, open_store
+from surgeon.io.loading import load_checked
 from surgeon.io.output import check_target, pending_outputs
 from surgeon.passes.split import feature_keys
 
@@ -204,8 +205,6 @@ def _model_sha256(model) -> str:
 
 def _load_base(base, allow_code: bool):
     if isinstance(base, (str, os.PathLike)):
-        from surgeon.io.keras_model import load_checked
-
         try:
             return load_checked(str(base), allow_code=allow_code), str(base)
         except SurgeonError:

@@ -40,7 +40,7 @@ class ShardWorker:
     def __init__(self, base_path: str, base_sha256: str, batch_size: int, directory: str, keys: list[str], allow_code: bool):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from surgeon.features.store import file_sha256
-        from surgeon.io.keras_model import load_checked
+        from surgeon.io.loading import load_checked
 
         self.batch_size, self.directory, self.keys = batch_size, directory, keys
         self.error = None
