@@ -88,7 +88,7 @@ def test_a_corrupt_image_in_the_middle_is_named_and_its_shard_not_recorded(ray_c
     (folder / "bee" / "03.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))  # sample 13: shard 1 of 8-sample shards
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["features", nested_base, str(folder), "-o", str(out), "--engine", "ray",
-                                      "--batch-size", "4", "--shard-size", "8", "--address", ray_cluster])
+                                      "--batch-size", "4", "--shard-size", "8", "--workers", "1", "--address", ray_cluster])
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("surgeon: error")]  # beside the progress bar
     assert len(errors) == 1 and "bee/03.png" in errors[0] and "Invalid PNG" in errors[0] and "Op:" not in errors[0]
