@@ -62,6 +62,10 @@ def features(
     if result.layout == "file":
         out.print(f"wrote [bold]{result.output}[/bold]" + (f" and [bold]{result.labels}[/bold]" if result.labels else "") + speed)
         return 0
+    if not result.computed:
+        out.print(f"{result.output} was already complete ({result.shards} shard(s)); nothing computed")
+        out.print(f"read it with: surgeon.open_features({result.output!r})")
+        return 0
     engine_text = f"{result.workers} Ray worker(s)" if result.engine == "ray" else "this process"
     resumed = f"; {result.shards_resumed} were done by an earlier run" if result.shards_resumed else ""
     startup = f", {result.first_shard_seconds:.1f} s of it until the first shard (Ray start-up)" if result.engine == "ray" and result.first_shard_seconds else ""
