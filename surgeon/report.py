@@ -48,6 +48,12 @@ def changes_table(report: PassReport, columns: Iterable[str] | None = None) -> T
     return table
 
 
+def print_notes(console: Console, notes: Iterable[str]) -> None:
+    """One dim line per note; a note's text is printed as it is (``[n]`` is not markup)."""
+    for note in notes:
+        console.print(f"[dim]note: {escape(note)}[/dim]")
+
+
 def action_counts(report: PassReport) -> str:
     """``2 folded, 1 left``: how many of a pass's rows took each action, in order of first appearance."""
     counts: dict[str, int] = {}
@@ -74,8 +80,7 @@ def print_fine_tune(out, report) -> None:
     if report.stuck_layers:
         shown = ", ".join(report.stuck_layers[:8]) + (", ..." if len(report.stuck_layers) > 8 else "")
         out.print(f"[yellow]note:[/yellow] trainable layers whose weights did not move: {shown}")
-    for note in report.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+    print_notes(out, report.notes)
 
 
 def _cell(value) -> str:

@@ -60,3 +60,14 @@ def test_a_split_check_that_compared_nothing_does_not_pass(tmp_path, monkeypatch
 
 def test_no_output_compared_is_not_a_pass():
     assert not VerifyReport.of([], 8, 1e-6, 1e-4).passed
+
+
+def test_split_prints_the_readers_notes_as_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from surgeon.cli import app
+
+    result = CliRunner().invoke(app, ["split", fixture_path("keras2/k2_nested.h5"), "-o", str(tmp_path), "--samples", "2"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "axis list [n] written as int n" in result.output  # not eaten as rich markup

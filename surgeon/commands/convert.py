@@ -30,7 +30,7 @@ def convert(
     Example: surgeon convert old_model.h5 -o model.keras
     """
     from surgeon.convert import convert_file
-    from surgeon.report import print_verification, status
+    from surgeon.report import print_notes, print_verification, status
 
     with status("Converting and verifying..."):
         result = convert_file(str(model), str(output), force=force, allow_code=allow_code,
@@ -41,8 +41,7 @@ def convert(
     from rich.markup import escape
 
     out = console()
-    for note in result.notes:
-        out.print(f"- {escape(note)}")
+    print_notes(out, result.notes)
     print_verification(out, result.verification, "Against surgeon's reading of the original")
     if result.checked is not None:
         if result.checked.skipped:

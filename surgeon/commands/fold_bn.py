@@ -52,7 +52,7 @@ def fold_bn(
 
 
 def _print(result) -> None:
-    from surgeon.report import action_counts, changes_table, print_verification
+    from surgeon.report import action_counts, changes_table, print_notes, print_verification
 
     out = console()
     report = result.passes[0]
@@ -62,8 +62,7 @@ def _print(result) -> None:
         out.print("No BatchNormalization layer in the model.")
     if report.changes:
         out.print(f"BatchNormalization: {action_counts(report)}")
-    for note in report.notes + result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+    print_notes(out, report.notes + result.notes)
     print_verification(out, result.verification)
     if result.output:
         out.print(f"[green]wrote[/green] {result.output}")

@@ -105,7 +105,7 @@ def print_result(result) -> None:
     from rich.table import Table
 
     from surgeon.passes import PassReport
-    from surgeon.report import action_counts, changes_table, print_fine_tune, print_verification
+    from surgeon.report import action_counts, changes_table, print_fine_tune, print_notes, print_verification
 
     out = console()
     by_name = {report.name: report for report in result.passes}
@@ -133,10 +133,8 @@ def print_result(result) -> None:
             for row in report.changes:
                 details = ", ".join(f"{k} {row[k]}" for k in ("optimizer", "learning_rate", "loss", "metrics") if row.get(k) is not None)
                 out.print(f"compile: {row['action']} ({details})")
-        for note in report.notes:
-            out.print(f"[dim]note: {note}[/dim]")
-    for note in result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+        print_notes(out, report.notes)
+    print_notes(out, result.notes)
     print_verification(out, result.verification)
     if result.checked is not None:
         print_fine_tune(out, result.checked)

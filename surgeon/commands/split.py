@@ -60,7 +60,7 @@ def split(
 def _print(result, print_verification) -> None:
     from rich.table import Table
 
-    from surgeon.report import changes_table
+    from surgeon.report import changes_table, print_notes
 
     out = console()
     report = result.report
@@ -78,8 +78,7 @@ def _print(result, print_verification) -> None:
     for base_pass in report.base_passes:
         if base_pass.changes:
             out.print(changes_table(base_pass))
-    for note in report.notes + result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+    print_notes(out, report.notes + result.notes)
     print_verification(out, result.verification, "Verification of top(base(x)) against the model")
     if result.passed:
         out.print(f"wrote [bold]{result.base}[/bold] and [bold]{result.top}[/bold]")
