@@ -18,11 +18,11 @@ from typing import Sequence
 
 from surgeon.finetune_check import fine_tune_checker
 from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
-from surgeon.passes import PassReport
+from surgeon.passes import Pass, PassReport
 from surgeon.passes.freeze import Selection
 from surgeon.passes.recompile import CompileOptions
 from surgeon.passes.registry import PASSES
-from surgeon.rewrite import RewriteResult, SpecPass, VerifyOptions, apply_passes, rewrite_file
+from surgeon.rewrite import RewriteResult, VerifyOptions, apply_passes, rewrite_file
 
 FREEZE_PIPELINE = ("freeze", "recompile")
 # The BN rule (--keep-bn-frozen) runs after fold_bn: BNs frozen only by that rule belong to the
@@ -30,7 +30,7 @@ FREEZE_PIPELINE = ("freeze", "recompile")
 PREPARE_PIPELINE = ("freeze", "fold_bn", "strip_dropout", "freeze_bn", "recompile")
 
 
-def pipeline(names: Sequence[str], selection: Selection | None = None, compile: CompileOptions | None = None) -> list[SpecPass]:
+def pipeline(names: Sequence[str], selection: Selection | None = None, compile: CompileOptions | None = None) -> list[Pass]:
     """The registered passes ``names``, with the selection and compile options bound."""
     selection = selection or Selection()
     if "freeze_bn" in names:

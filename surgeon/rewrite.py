@@ -15,13 +15,11 @@ from surgeon.io.keras_model import build_keras_model, check_code_layers
 from surgeon.io.loading import refuse_code_in_file
 from surgeon.io.output import check_output_path, pending_outputs
 from surgeon.layer_kinds import mode_dependent_layers
-from surgeon.passes import PassReport
+from surgeon.passes import Pass, PassReport
 from surgeon.spec import ModelSpec
 from surgeon.verify import (
     DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL, VerifyReport, load_inputs, verify_model,
 )
-
-SpecPass = Callable[[ModelSpec], tuple[ModelSpec, PassReport]]
 
 
 # Input values per verification run when --samples is not given: two 224x224 RGB images. A
@@ -118,7 +116,7 @@ class RewriteResult:
         }
 
 
-def apply_passes(spec: ModelSpec, passes: Sequence[SpecPass]) -> tuple[ModelSpec, list[PassReport]]:
+def apply_passes(spec: ModelSpec, passes: Sequence[Pass]) -> tuple[ModelSpec, list[PassReport]]:
     reports = []
     for rewrite in passes:
         spec, report = rewrite(spec)
@@ -129,7 +127,7 @@ def apply_passes(spec: ModelSpec, passes: Sequence[SpecPass]) -> tuple[ModelSpec
 def rewrite_file(
     input_path: str,
     output_path: str,
-    passes: Sequence[SpecPass],
+    passes: Sequence[Pass],
     *,
     force: bool = False,
     verify: VerifyOptions | None = None,
