@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 
 IMAGE_PREPROCESSING = (
     "decoded, converted to {mode}, resized to {height}x{width} (bilinear, aspect ratio not kept), "
@@ -196,7 +196,7 @@ def _image_folder(folder: str, model, dtypes: list[str]) -> Data:
             image_size=(shape[1], shape[2]), shuffle=False, verbose=False,
         )
     except ValueError as error:
-        raise SurgeonError(f"cannot read images from '{folder}': {' '.join(str(error).split())[:200]}") from None
+        raise SurgeonError(f"cannot read images from '{folder}': {one_line(error, limit=200)}") from None
     paths = [os.path.abspath(path) for path in listing.file_paths]
     if not paths:
         raise SurgeonError(f"no images found in '{folder}'; give a folder with one sub-folder of images per class, or a folder of .npy shards")
@@ -282,5 +282,5 @@ def _name_the_bad_image(load, paths: list[str]) -> None:
             load(tf.constant(path))
         except tf.errors.OpError as error:
             # TensorFlow wraps the reason in {{function_node ...}} and [Op:...]: keep the reason.
-            text = " ".join(re.sub(r"\{\{.*?\}\}|\[Op:.*", "", str(error.message)).split())[:160]
+            text = one_line(re.sub(r"\{\{.*?\}\}|\[Op:.*", "", str(error.message)), limit=160)
             raise SurgeonError(f"cannot decode the image '{path}': {text}; remove or replace the file") from None

@@ -22,7 +22,7 @@ import tempfile
 import time
 import zipfile
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 from surgeon.features.compute import run_model, write_shard
 from surgeon.features.data import open_data, read_batches
 from surgeon.features.store import file_sha256, open_store
@@ -210,8 +210,7 @@ def _load_base(base, allow_code: bool):
         except SurgeonError:
             raise
         except Exception as error:
-            text = " ".join(str(error).split())[:300]
-            raise SurgeonError(f"Keras cannot load the base '{base}': {text}") from None
+            raise SurgeonError(f"Keras cannot load the base '{base}': {one_line(error)}") from None
     return base, getattr(base, "name", "model")
 
 

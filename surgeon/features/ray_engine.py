@@ -20,7 +20,7 @@ import socket
 import warnings
 from typing import Iterator
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 
 INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'surgeon[ray]'"
 
@@ -76,7 +76,7 @@ class ShardWorker:
 def _one_line(error: Exception, context: str) -> str:
     if isinstance(error, SurgeonError):
         return str(error)
-    return f"{context}: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    return f"{context}: {type(error).__name__}: {one_line(error)}"
 
 
 def run_on_ray(shards: list[dict], *, base_path: str, base_sha256: str, batch_size: int, directory: str, keys: list[str],
@@ -125,7 +125,7 @@ def _connect(ray, address: str | None, workers: int) -> bool:
             try:
                 ray.init(address=address, **options)
             except Exception as error:
-                raise SurgeonError(f"cannot join the Ray cluster at '{address}': {' '.join(str(error).split())[:200]}; check the address (`ray status` on the head node)") from None
+                raise SurgeonError(f"cannot join the Ray cluster at '{address}': {one_line(error, limit=200)}; check the address (`ray status` on the head node)") from None
         else:
             # A local run needs one CPU per worker; the object store carries only shard records.
             ray.init(num_cpus=max(workers, 1), object_store_memory=256 * 2**20, **options)
