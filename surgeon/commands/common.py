@@ -12,10 +12,11 @@ from typing import Annotated, Any, Callable
 import typer
 
 from surgeon.errors import SurgeonError
+from surgeon.user_modules import import_user_modules
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-ModelPath = Annotated[Path, typer.Argument(metavar="MODEL", help="A Keras model file: .keras, or .h5 (Keras 3 or Keras 2).", show_default=False)]
+ModelPath = Annotated[Path, typer.Argument(metavar="MODEL", help="A Keras model file: .keras, or .h5 (Keras 3 or Keras 2), or a keras-hub preset directory.", show_default=False)]
 OutputPath = Annotated[Path, typer.Option("--output", "-o", help="Output file; .keras or .h5 picks the format.", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout instead of tables.")]
@@ -24,6 +25,7 @@ NoVerify = Annotated[bool, typer.Option("--no-verify", help="Skip reloading and 
 Samples = Annotated[int | None, typer.Option("--samples", min=1, help="Seeded random inputs used for verification [default: 8; fewer for inputs larger than two 224x224 images].", show_default=False)]
 Atol = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance of the verification.")]
 Rtol = Annotated[float | None, typer.Option("--rtol", min=0.0, help="Tolerance relative to each output's largest magnitude [default: 1e-4; 1e-2 for float16/mixed-precision models].", show_default=False)]
+Imports = Annotated[list[str] | None, typer.Option("--import", metavar="MODULE", help="Import this Python module first (the one that registers your own Keras layers); repeatable.", show_default=False)]
 Inputs = Annotated[Path | None, typer.Option("--inputs", help="An .npz of inputs (keyed by input name) to verify on instead of random ones.", show_default=False)]
 
 
@@ -38,6 +40,8 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
     @functools.wraps(function)
     def wrapper(*args, **kwargs) -> None:
         try:
+            # Before anything is loaded: the modules register the user's Keras classes.
+            import_user_modules(kwargs.get("imports"))
             code = function(*args, **kwargs)
         except SurgeonError as error:
             fail(str(error))

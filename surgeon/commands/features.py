@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import AllowCode, Force, Json, command, console, print_json
+from surgeon.commands.common import Imports, AllowCode, Force, Json, command, console, print_json
 
 
 @command
@@ -19,6 +19,7 @@ def features(
     force: Force = False,
     as_json: Json = False,
     allow_code: AllowCode = False,
+    imports: Imports = None,
 ) -> int:
     """Run the base in inference mode over DATA and write its outputs, in input order.
 

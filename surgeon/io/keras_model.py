@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from surgeon.errors import SurgeonError
+from surgeon.io.custom_classes import check_classes_known
 from surgeon.io.dialects import to_keras_config
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
@@ -52,7 +53,10 @@ def load_checked(path: str, *, allow_code: bool = False):
     from surgeon.io import read_model
     from surgeon.verify import load_plain
 
-    check_code_layers(read_model(path, values=False), allow_code)
+    spec = read_model(path, values=False)
+    check_code_layers(spec, allow_code)
+    quiet_tensorflow()
+    check_classes_known(spec.config)
     return load_plain(path, allow_code=allow_code)
 
 
@@ -60,6 +64,7 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
     """A ``keras.Model`` with the spec's architecture and weights (compiled if asked and possible)."""
     check_code_layers(spec, allow_code)
     quiet_tensorflow()
+    check_classes_known(spec.config)
     import keras
 
     try:
