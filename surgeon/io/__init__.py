@@ -9,6 +9,9 @@ from surgeon.spec import ModelSpec
 def read_model(path: str, *, values: bool = True) -> ModelSpec:
     """Read a ``.keras`` or ``.h5`` model file into a ModelSpec without importing TensorFlow.
 
+    keras-hub models (a ``.keras`` file holding a backbone or task, or a preset directory) are
+    the exception: keras-hub builds them, so TensorFlow is imported (``keras_hub_reader``).
+
     ``values=False`` reads weight shapes only (what ``inspect`` needs).
 
     Example:
@@ -16,6 +19,10 @@ def read_model(path: str, *, values: bool = True) -> ModelSpec:
         >>> spec.weights["bn1"]["moving_variance"].shape
         (8,)
     """
+    from surgeon.io.keras_hub_reader import is_preset_dir, read_keras_hub
+
+    if is_preset_dir(path):
+        return read_keras_hub(path, values=values)
     kind = detect_input(path)
     if kind == "h5":
         from surgeon.io.h5_reader import read_h5

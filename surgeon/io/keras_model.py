@@ -55,6 +55,8 @@ def load_checked(path: str, *, allow_code: bool = False):
 
     spec = read_model(path, values=False)
     check_code_layers(spec, allow_code)
+    if (spec.source.format or "").startswith("keras-hub"):  # Keras alone cannot load it: build its graph
+        return build_keras_model(spec, allow_code=allow_code)
     quiet_tensorflow()
     check_classes_known(spec.config)
     return load_plain(path, allow_code=allow_code)
@@ -140,10 +142,12 @@ def spec_from_keras_model(model) -> ModelSpec:
     import keras
 
     from surgeon.io import dialects
+    from surgeon.io.functional_view import functional_config
 
     if not isinstance(model, keras.Model):
         raise SurgeonError(f"expected a keras.Model, got {type(model).__name__}")
-    config = keras.saving.serialize_keras_object(model)
+    # Functional subclasses (keras-hub backbones and tasks, here or nested) as their graphs.
+    config = functional_config(model)
     config.pop("compile_config", None)
     door = dialects.translate(config, None, keras.__version__)
     spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))

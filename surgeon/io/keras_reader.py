@@ -20,6 +20,7 @@ from surgeon.errors import SurgeonError
 from surgeon.io import dialects
 from surgeon.io.consistency import check_layer_entries, check_spec
 from surgeon.io.hdf5 import decode, read_dataset
+from surgeon.io.keras_hub_reader import holds_keras_hub_model, read_keras_hub
 from surgeon.io.weight_names import weight_names
 from surgeon.spec import ModelSpec, Source, iter_layers
 
@@ -44,6 +45,8 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
             raise SurgeonError(f"cannot read the config inside '{path}' ({error}); the file is corrupt") from None
         if not isinstance(config, dict):
             raise SurgeonError(f"the config inside '{path}' is not a JSON object; the file is corrupt")
+        if holds_keras_hub_model(config):  # only keras-hub can turn its constructor arguments into layers
+            return read_keras_hub(path, values=values)
         compile_config = config.pop("compile_config", None)
         version = metadata.get("keras_version") if isinstance(metadata, dict) else None
         version = version if isinstance(version, str) else None
