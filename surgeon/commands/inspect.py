@@ -58,6 +58,15 @@ def _print(result, all_layers: bool) -> None:
     out.print(f"Compiled: {'yes, optimizer ' + str(result.optimizer) if result.compiled else 'no'}")
     for note in result.notes:
         out.print(f"[dim]note: {escape(note)}[/dim]")
+    if result.special_layers:
+        kinds = sorted({row["kind"] for row in result.special_layers})
+        out.print(f"Layers beyond Keras' own ({', '.join(kinds)}; rewritten as one unit each):")
+        for row in result.special_layers:
+            out.print(f"  {escape(row['path'])}: {row['class_name']} ({row['kind']}, {escape(row['registered_name'])})")
+    if result.unreachable_batch_norms:
+        out.print("BatchNormalization no rewrite can reach:")
+        for row in result.unreachable_batch_norms:
+            out.print(f"  {escape(row['layer'])}: {escape(str(row['reason']))}")
     if not result.hazards:
         out.print("[green]No fine-tuning hazards found.[/green]")
         return

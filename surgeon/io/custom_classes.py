@@ -82,10 +82,12 @@ def check_classes_known(model_config: dict) -> None:
     if any(layer.from_keras_hub for layer in layers):
         require_keras_hub()
     for layer in layers:
+        if layer.from_keras_hub:
+            if not keras_hub_class_exists(layer.registered_name, layer.module, layer.class_name):
+                raise missing_keras_hub_class(layer.class_name, layer.path)
+            continue
         if keras.saving.get_registered_object(layer.registered_name) is not None:
             continue
-        if layer.from_keras_hub:
-            raise missing_keras_hub_class(layer.class_name, layer.path)
         where = f" (saved from module '{layer.module}')" if layer.module else ""
         module = layer.module or "MODULE"
         raise SurgeonError(
@@ -102,6 +104,24 @@ def require_keras_hub():
     except ImportError:
         raise SurgeonError(f"the model uses keras-hub classes, and keras-hub is not installed; {INSTALL_KERAS_HUB}") from None
     return keras_hub
+
+
+def keras_hub_class_exists(registered_name: str | None, module: str | None, class_name: str) -> bool:
+    """Whether the installed keras-hub has the class, by registered name or, for the classes it does
+    not register (``DepthwiseConvBlock``), by the keras-hub module Keras itself would import it from.
+    Only modules inside the keras_hub package are imported: installed library code, not the file's."""
+    import importlib
+
+    import keras
+
+    if registered_name and keras.saving.get_registered_object(registered_name) is not None:
+        return True
+    if not module or module.split(".")[0] != KERAS_HUB_PACKAGE:
+        return False
+    try:
+        return isinstance(getattr(importlib.import_module(module), class_name, None), type)
+    except ImportError:
+        return False
 
 
 def missing_keras_hub_class(class_name: str, where: str) -> SurgeonError:

@@ -24,6 +24,33 @@ def is_functional_subclass(layer) -> bool:
     return isinstance(layer, Functional) and type(layer) is not Functional
 
 
+def expandable(model) -> bool:
+    """Whether ``model``'s graph survives Keras' config round trip layer by layer, so that it can
+    be written as a plain functional model.
+
+    Not every keras-hub layer does: keras-hub 0.32's ``DepthwiseConvBlock`` (MobileNetV3) appends
+    "_0" to the name it is given, so rebuilt from its config it is no longer the layer the graph
+    names. A model holding such a layer is kept whole (keras-hub rebuilds it from its arguments).
+    """
+    return unexpandable_layer(model) is None
+
+
+def unexpandable_layer(model):
+    """The first layer of ``model`` (not a built-in Keras layer) whose rebuilt copy has another name."""
+    import keras
+
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        if isinstance(layer, keras.Model) or type(layer).__module__.split(".")[0] == "keras":
+            continue
+        try:
+            copy = type(layer).from_config(layer.get_config())
+        except Exception:
+            return layer
+        if copy.name != layer.name:
+            return layer
+    return None
+
+
 def functional_config(model) -> dict:
     """The serialized model with every functional subclass in it (itself included) as its graph.
 
@@ -34,7 +61,7 @@ def functional_config(model) -> dict:
     """
     import keras
 
-    source = graph_of(model) if is_functional_subclass(model) else model
+    source = graph_of(model) if is_functional_subclass(model) and expandable(model) else model
     config = keras.saving.serialize_keras_object(source)
     _expand_nested(config, model)
     return config
@@ -53,11 +80,23 @@ def graph_of(model):
 
 
 def functional_subclasses(model, prefix: str = "") -> list[tuple[str, str]]:
-    """(layer path, class name) of every functional subclass in ``model``, itself as path ''."""
-    found = [(prefix.rstrip("/"), type(model).__name__)] if is_functional_subclass(model) else []
+    """(layer path, class name) of every functional subclass expanded in ``model``, itself as path ''."""
+    found = [(prefix.rstrip("/"), type(model).__name__)] if is_functional_subclass(model) and expandable(model) else []
+    if found or not is_functional_subclass(model):
+        for layer in getattr(model, "layers", []):
+            if hasattr(layer, "layers"):
+                found += functional_subclasses(layer, prefix + layer.name + "/")
+    return found
+
+
+def kept_whole(model, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(layer path, class name, the layer that prevents expansion) of every functional subclass kept whole."""
+    if is_functional_subclass(model) and not expandable(model):
+        return [(prefix.rstrip("/"), type(model).__name__, unexpandable_layer(model).name)]
+    found = []
     for layer in getattr(model, "layers", []):
         if hasattr(layer, "layers"):
-            found += functional_subclasses(layer, prefix + layer.name + "/")
+            found += kept_whole(layer, prefix + layer.name + "/")
     return found
 
 
@@ -66,7 +105,7 @@ def _expand_nested(config: dict, model) -> None:
 
     for entry in config.get("config", {}).get("layers", []):
         live = model.get_layer(layer_name(entry))
-        if not isinstance(live, keras.Model):
+        if not isinstance(live, keras.Model) or (is_functional_subclass(live) and not expandable(live)):
             continue
         inner = functional_config(live)
         for key in _OWN_KEYS:

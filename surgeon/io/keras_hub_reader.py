@@ -20,7 +20,7 @@ import json
 import os
 
 from surgeon.errors import SurgeonError
-from surgeon.io.custom_classes import INSTALL_KERAS_HUB, missing_keras_hub_class, require_keras_hub
+from surgeon.io.custom_classes import INSTALL_KERAS_HUB, keras_hub_class_exists, missing_keras_hub_class, require_keras_hub
 from surgeon.spec import ModelSpec, is_model_config, iter_layers
 
 PRESET_CONFIG = "config.json"
@@ -103,7 +103,7 @@ def read_keras_hub(path: str, *, values: bool = True, bake_preprocessing: bool =
     _check_graph_reproduces(model, graph, preprocessor if bake_preprocessing else None, path)
     spec = spec_from_keras_model(graph)
     spec.source = dataclasses.replace(spec.source, path=path, format=kind)
-    spec.notes = spec.notes + describe(model, preprocessing, bake_preprocessing, keras_hub.__version__)
+    spec.notes = spec.notes + describe(model, preprocessing, bake_preprocessing, keras_hub.__version__) + what_stays(graph, spec)
     return spec
 
 
@@ -170,25 +170,26 @@ def _read_json(path: str) -> dict:
 
 
 def _check_classes_exist(config, where: str) -> None:
-    """Every ``keras_hub>Name`` the config names is a class of the installed keras-hub."""
-    import keras
-
-    for registered in sorted(_keras_hub_names(config)):
-        if keras.saving.get_registered_object(registered) is None:
-            raise missing_keras_hub_class(registered.partition(">")[2], where)
+    """Every keras-hub class the config names is a class of the installed keras-hub."""
+    for registered, module, class_name in sorted(_keras_hub_classes(config), key=str):
+        if not keras_hub_class_exists(registered, module, class_name):
+            raise missing_keras_hub_class(class_name, where)
 
 
-def _keras_hub_names(value) -> set[str]:
+def _keras_hub_classes(value) -> set[tuple]:
+    """(registered name, module, class name) of every keras-hub object serialized in ``value``."""
     found = set()
     if isinstance(value, dict):
-        registered = value.get("registered_name")
-        if isinstance(registered, str) and registered.startswith("keras_hub>"):
-            found.add(registered)
+        registered, module = value.get("registered_name"), value.get("module")
+        registered = registered if isinstance(registered, str) else None
+        module = module if isinstance(module, str) else None
+        if (registered or "").startswith("keras_hub>") or (module or "").startswith("keras_hub"):
+            found.add((registered, module, str(value.get("class_name"))))
         for item in value.values():
-            found |= _keras_hub_names(item)
+            found |= _keras_hub_classes(item)
     elif isinstance(value, list):
         for item in value:
-            found |= _keras_hub_names(item)
+            found |= _keras_hub_classes(item)
     return found
 
 
@@ -287,6 +288,43 @@ def describe(model, preprocessing: Preprocessing | None, baked: bool, version: s
                 f"the task's preprocessor is not part of the model: predict()/fit() applied {preprocessing.describe()}; "
                 "apply it in your input pipeline, or pass --bake-preprocessing"
             )
+    return notes
+
+
+def what_stays(model, spec: ModelSpec) -> list[str]:
+    """Notes on what is still keras-hub in the graph: models kept whole, layers, the BNs inside them."""
+    import keras
+
+    from surgeon.io.custom_classes import custom_layers
+    from surgeon.io.functional_view import kept_whole
+
+    notes = [
+        f"{name} '{path}' kept as one keras-hub layer: its layer '{culprit}' does not rebuild from its own config "
+        "under the same name, so its graph cannot be written as plain Keras"
+        for path, name, culprit in kept_whole(model)
+    ]
+    hub = [layer for layer in custom_layers(spec.config) if layer.from_keras_hub]
+    if not hub:
+        if not custom_layers(spec.config):
+            notes.append("every layer is a built-in Keras layer: the output loads and fine-tunes without keras-hub")
+        return notes
+    classes = sorted({layer.class_name for layer in hub})
+    notes.append(f"{len(hub)} layer(s) stay keras-hub classes ({', '.join(classes)}): loading the output needs keras-hub")
+    inside = []
+    for layer in hub:
+        live = model
+        for name in layer.path.split("/"):
+            live = live.get_layer(name)
+        count = sum(isinstance(sub, keras.layers.BatchNormalization) for sub in live._flatten_layers(include_self=False))
+        if count:
+            inside.append((layer.path, count))
+            spec.inner_batch_norms[layer.path] = count
+    if inside:
+        total = sum(count for _, count in inside)
+        notes.append(
+            f"{total} BatchNormalization layer(s) inside {len(inside)} keras-hub layer(s) left as they are (e.g. "
+            f"'{inside[0][0]}'): surgeon rewrites a layer it does not know as one unit, and cannot fold or freeze inside it"
+        )
     return notes
 
 

@@ -136,6 +136,16 @@ def _relative_name(layer, variable) -> str:
     return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.name
 
 
+def _named_values(layer) -> dict[str, np.ndarray]:
+    """``layer.weights`` by name, in order. A layer with inner layers (a keras-hub backbone kept
+    whole) can hold several variables of one name ("kernel"): they are then keyed by position too,
+    and ``set_weights`` puts them back by position."""
+    names = [_relative_name(layer, v) for v in layer.weights]
+    if len(set(names)) < len(names):
+        names = [f"{index}:{name}" for index, name in enumerate(names)]
+    return {name: np.asarray(v.numpy()) for name, v in zip(names, layer.weights)}
+
+
 def spec_from_keras_model(model) -> ModelSpec:
     """Describe an in-memory functional or sequential ``keras.Model`` as a ModelSpec."""
     quiet_tensorflow()
@@ -156,7 +166,7 @@ def spec_from_keras_model(model) -> ModelSpec:
             continue
         layer = keras_layer(model, path)
         if layer.weights:
-            spec.weights[path] = {_relative_name(layer, v): np.asarray(v.numpy()) for v in layer.weights}
+            spec.weights[path] = _named_values(layer)
     spec.weights = door.map_weights(spec.weights)
     spec.notes = door.notes
     if getattr(model, "compiled", False):
