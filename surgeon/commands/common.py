@@ -26,6 +26,7 @@ Samples = Annotated[int | None, typer.Option("--samples", min=1, help="Seeded ra
 Atol = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance of the verification.")]
 Rtol = Annotated[float | None, typer.Option("--rtol", min=0.0, help="Tolerance relative to each output's largest magnitude [default: 1e-4; 1e-2 for float16/mixed-precision models].", show_default=False)]
 Imports = Annotated[list[str] | None, typer.Option("--import", metavar="MODULE", help="Import this Python module first (the one that registers your own Keras layers); repeatable.", show_default=False)]
+BakePreprocessing = Annotated[bool, typer.Option("--bake-preprocessing", help="keras-hub task: put its image preprocessing (resize, scale, offset) into the output as built-in Resizing/Rescaling layers.")]
 Inputs = Annotated[Path | None, typer.Option("--inputs", help="An .npz of inputs (keyed by input name) to verify on instead of random ones.", show_default=False)]
 
 
@@ -42,7 +43,8 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
         try:
             # Before anything is loaded: the modules register the user's Keras classes.
             import_user_modules(kwargs.get("imports"))
-            code = function(*args, **kwargs)
+            with _reading_options(kwargs):
+                code = function(*args, **kwargs)
         except SurgeonError as error:
             fail(str(error))
             raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -60,6 +62,17 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
         raise typer.Exit(code or EXIT_OK)
 
     return wrapper
+
+
+def _reading_options(kwargs: dict):
+    """How files are read, for the whole command (a command reads its input more than once)."""
+    import contextlib
+
+    if not kwargs.get("bake_preprocessing"):
+        return contextlib.nullcontext()
+    from surgeon.io.keras_hub_reader import baking_preprocessing
+
+    return baking_preprocessing()
 
 
 def print_json(data: Any) -> None:

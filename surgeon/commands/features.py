@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import Imports, AllowCode, Force, Json, command, console, print_json
+from surgeon.commands.common import BakePreprocessing, Imports, AllowCode, Force, Json, command, console, print_json
 
 
 @command
@@ -20,6 +20,7 @@ def features(
     as_json: Json = False,
     allow_code: AllowCode = False,
     imports: Imports = None,
+    bake_preprocessing: BakePreprocessing = False,
 ) -> int:
     """Run the base in inference mode over DATA and write its outputs, in input order.
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, command, console,
+    BakePreprocessing, Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, command, console,
     print_json,
 )
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL
@@ -31,6 +31,7 @@ def fold_bn(
     force: Force = False,
     allow_code: AllowCode = False,
     imports: Imports = None,
+    bake_preprocessing: BakePreprocessing = False,
 ) -> int:
     """Fold frozen BatchNormalization layers into their neighbours' weights, write and verify.
 

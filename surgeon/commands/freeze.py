@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console,
+    BakePreprocessing, Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console,
     print_json,
 )
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
@@ -62,6 +62,7 @@ def rewrite_command(library_function: str, message: str, doc: str):
         force: Force = False,
         allow_code: AllowCode = False,
         imports: Imports = None,
+        bake_preprocessing: BakePreprocessing = False,
     ) -> int:
         import surgeon.prepare
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, Rtol, Samples, command, console, print_json,
+    BakePreprocessing, Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, Rtol, Samples, command, console, print_json,
 )
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
 
@@ -30,6 +30,7 @@ def split(
     rtol: Rtol = None,
     allow_code: AllowCode = False,
     imports: Imports = None,
+    bake_preprocessing: BakePreprocessing = False,
 ) -> int:
     """Cut a model into a frozen base (feature extractor) and a trainable top (head).
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import Imports, AllowCode, Atol, EXIT_FAILED, Inputs, Json, ModelPath, Rtol, Samples, command, console, print_json
+from surgeon.commands.common import BakePreprocessing, Imports, AllowCode, Atol, EXIT_FAILED, Inputs, Json, ModelPath, Rtol, Samples, command, console, print_json
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
 
 
@@ -24,6 +24,7 @@ def verify(
     as_json: Json = False,
     allow_code: AllowCode = False,
     imports: Imports = None,
+    bake_preprocessing: BakePreprocessing = False,
 ) -> int:
     """Compare two model files on the same inputs, in inference mode.
 

@@ -15,6 +15,8 @@ as built-in ``Resizing``/``Rescaling`` layers where that is exact.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import os
@@ -31,6 +33,24 @@ TASK_WEIGHTS = "task.weights.h5"
 # same layers on the same tensors: any difference means the class computes more than its graph).
 DOOR_RTOL = 1e-6
 DOOR_SAMPLES = 2
+# Set by ``baking_preprocessing()`` (the CLI's --bake-preprocessing): every keras-hub task read
+# inside the block gets its image preprocessing in front of its graph.
+_BAKE_PREPROCESSING = contextvars.ContextVar("bake_preprocessing", default=False)
+
+
+@contextlib.contextmanager
+def baking_preprocessing(enabled: bool = True):
+    """Within the block, keras-hub tasks are read with their image preprocessor baked in.
+
+    Example:
+        >>> with baking_preprocessing():
+        ...     result = surgeon.prepare_file("classifier.keras", "ready.keras")
+    """
+    token = _BAKE_PREPROCESSING.set(enabled)
+    try:
+        yield
+    finally:
+        _BAKE_PREPROCESSING.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +102,7 @@ def _is_keras_hub_model_entry(entry: dict) -> bool:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def read_keras_hub(path: str, *, values: bool = True, bake_preprocessing: bool = False) -> ModelSpec:
+def read_keras_hub(path: str, *, values: bool = True, bake_preprocessing: bool | None = None) -> ModelSpec:
     """A ``.keras`` file or preset directory holding keras-hub models, as a ModelSpec of its graph.
 
     Example:
@@ -92,14 +112,16 @@ def read_keras_hub(path: str, *, values: bool = True, bake_preprocessing: bool =
     """
     from surgeon.io.keras_model import no_stdout_noise, quiet_tensorflow, spec_from_keras_model
 
+    if bake_preprocessing is None:
+        bake_preprocessing = _BAKE_PREPROCESSING.get()
     quiet_tensorflow()
     keras_hub = require_keras_hub()
     with no_stdout_noise():
         model, preprocessor, kind = _load(path, keras_hub)
     preprocessing = image_preprocessing(preprocessor)
-    graph = _graph_with_preprocessing(model, preprocessing) if bake_preprocessing else model
     if bake_preprocessing and preprocessing is None:
         raise SurgeonError(f"'{path}' has no image preprocessor to bake in; leave out --bake-preprocessing")
+    graph = _graph_with_preprocessing(model, preprocessing) if bake_preprocessing else model
     _check_graph_reproduces(model, graph, preprocessor if bake_preprocessing else None, path)
     spec = spec_from_keras_model(graph)
     spec.source = dataclasses.replace(spec.source, path=path, format=kind)
@@ -332,4 +354,4 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())[:300]
 
 
-__all__ = ["read_keras_hub", "is_preset_dir", "holds_keras_hub_model", "image_preprocessing", "INSTALL_KERAS_HUB"]
+__all__ = ["read_keras_hub", "baking_preprocessing", "is_preset_dir", "holds_keras_hub_model", "image_preprocessing", "INSTALL_KERAS_HUB"]
