@@ -75,6 +75,18 @@ class Preprocessing:
 # --- what the file holds ---------------------------------------------------------------------
 
 
+def claims_keras_hub(path: str) -> bool:
+    """A keras-hub preset directory, or a ``.keras`` archive whose config is or nests a keras-hub
+    backbone or task (read from the archive's config.json alone; a damaged archive is left to the
+    ``.keras`` reader, which says what is wrong with it)."""
+    if os.path.isdir(path):
+        return is_preset_dir(path)
+    try:
+        return holds_keras_hub_model(_config_of_archive(path))
+    except Exception:  # not a zip, no config, not JSON: not ours
+        return False
+
+
 def is_preset_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, PRESET_CONFIG))
 
@@ -177,7 +189,10 @@ def _config_of_archive(path: str) -> dict:
     import zipfile
 
     with zipfile.ZipFile(path) as archive:
-        return json.loads(archive.read(PRESET_CONFIG))
+        config = json.loads(archive.read(PRESET_CONFIG))
+    if not isinstance(config, dict):
+        raise ValueError("config.json is not an object")
+    return config
 
 
 def _read_json(path: str) -> dict:
@@ -354,4 +369,4 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())[:300]
 
 
-__all__ = ["read_keras_hub", "baking_preprocessing", "is_preset_dir", "holds_keras_hub_model", "image_preprocessing", "INSTALL_KERAS_HUB"]
+__all__ = ["claims_keras_hub", "read_keras_hub", "baking_preprocessing", "is_preset_dir", "holds_keras_hub_model", "image_preprocessing", "INSTALL_KERAS_HUB"]

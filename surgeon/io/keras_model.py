@@ -1,4 +1,7 @@
-"""ModelSpec <-> in-memory ``keras.Model``. TensorFlow is imported inside the functions only."""
+"""ModelSpec <-> in-memory ``keras.Model``, and loading a file with plain Keras.
+
+TensorFlow is imported inside the functions only.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 
 from surgeon.errors import SurgeonError
 from surgeon.io.custom_classes import check_classes_known
-from surgeon.io.dialects import to_keras_config
+from surgeon.io.dialects import to_keras_config, translate
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
 
@@ -48,18 +51,13 @@ def check_code_layers(spec: ModelSpec, allow_code: bool) -> None:
         )
 
 
-def load_checked(path: str, *, allow_code: bool = False):
-    """``load_plain`` for a file a user gave us: damaged files and code are refused with one line first."""
-    from surgeon.io import read_model
-    from surgeon.verify import load_plain
-
-    spec = read_model(path, values=False)
-    check_code_layers(spec, allow_code)
-    if (spec.source.format or "").startswith("keras-hub"):  # Keras alone cannot load it: build its graph
-        return build_keras_model(spec, allow_code=allow_code)
+def load_plain(path: str, *, allow_code: bool = False):
+    """Load a file exactly as a user would: ``keras.models.load_model`` with no help from surgeon."""
     quiet_tensorflow()
-    check_classes_known(spec.config)
-    return load_plain(path, allow_code=allow_code)
+    import keras
+
+    with no_stdout_noise():
+        return keras.models.load_model(path, safe_mode=not allow_code)
 
 
 def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: bool = False):
@@ -151,7 +149,6 @@ def spec_from_keras_model(model) -> ModelSpec:
     quiet_tensorflow()
     import keras
 
-    from surgeon.io import dialects
     from surgeon.io.functional_view import functional_config
 
     if not isinstance(model, keras.Model):
@@ -159,7 +156,7 @@ def spec_from_keras_model(model) -> ModelSpec:
     # Functional subclasses (keras-hub backbones and tasks, here or nested) as their graphs.
     config = functional_config(model)
     config.pop("compile_config", None)
-    door = dialects.translate(config, None, keras.__version__)
+    door = translate(config, None, keras.__version__)
     spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))
     for path, layer_config in iter_layers(spec.config):
         if is_model_config(layer_config):
