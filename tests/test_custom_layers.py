@@ -32,6 +32,25 @@ class Scale(keras.layers.Layer):
 
     def call(self, x):
         return x * self.factor
+
+
+@keras.saving.register_keras_serializable(package="{PACKAGE}")
+class Block(keras.layers.Layer):
+    """Inner layers held in attributes: a .keras file stores their weights under those names."""
+
+    def __init__(self, units=4, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = keras.layers.Dense(units, name="inner_dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def get_config(self):
+        return {{**super().get_config(), "units": self.units}}
 '''
 
 runner = CliRunner()
@@ -68,6 +87,15 @@ def user_dir(tmp_path_factory):
         model.get_layer(name).trainable = False
     model.save(folder / "custom.keras")
     model.save(folder / "custom.h5")
+    flat = keras.Input((6,))
+    y = keras.layers.Dense(4, name="d1")(flat)
+    y = keras.layers.BatchNormalization(name="bn")(y)
+    y = module.Block(name="block")(y)
+    with_block = keras.Model(flat, keras.layers.Dense(2, name="out")(y))
+    with_block.get_layer("bn").set_weights([rng.uniform(0.5, 1.5, 4), rng.normal(0, 0.5, 4), rng.normal(0, 0.5, 4), rng.uniform(0.5, 2, 4)])
+    with_block.get_layer("d1").trainable = with_block.get_layer("bn").trainable = False
+    with_block.save(folder / "block.keras")
+    SESSION_CLASSES["Block"] = module.Block
     return folder
 
 
@@ -82,7 +110,8 @@ def unregistered(monkeypatch):
     """The process as a fresh one: the user's module not imported, its class not in Keras' registry."""
     import keras
 
-    monkeypatch.delitem(keras.saving.get_custom_objects(), f"{PACKAGE}>Scale", raising=False)
+    for name in ("Scale", "Block"):
+        monkeypatch.delitem(keras.saving.get_custom_objects(), f"{PACKAGE}>{name}", raising=False)
     monkeypatch.delitem(sys.modules, MODULE, raising=False)
 
 
@@ -159,6 +188,20 @@ def test_split_at_the_custom_layer_gives_top_of_base_equal_to_the_model(in_user_
     assert "scale" in [layer.name for layer in base.layers]
     x = seeded_images()
     np.testing.assert_allclose(np.asarray(top(base(x))), reference_outputs(in_user_dir, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_custom_layer_holding_inner_layers_keeps_its_weights_from_a_keras_file(in_user_dir, unregistered):
+    import keras
+
+    result = runner.invoke(app, ["fold-bn", "block.keras", "-o", "block_folded.keras", "--import", MODULE, "--force"])
+
+    assert result.exit_code == 0, result.output
+    with keras.saving.custom_object_scope({f"{PACKAGE}>Block": SESSION_CLASSES["Block"]}):
+        original = keras.models.load_model(in_user_dir / "block.keras")
+    folded = load_output("block_folded.keras")
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(original(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(folded.get_layer("block").get_weights()[0], original.get_layer("block").get_weights()[0])
 
 
 def test_verify_and_inspect_take_the_flag_too(in_user_dir, unregistered):

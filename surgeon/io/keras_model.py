@@ -75,9 +75,38 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
     except Exception as error:  # Keras raises TypeError/ValueError/AttributeError with long texts
         raise SurgeonError(_explain_build_failure(error)) from None
     set_weights(model, spec)
+    check_custom_weights_read(model, spec)
     if compile and spec.compile_config:
         compile_model(model, spec.compile_config)
     return model
+
+
+def check_custom_weights_read(model, spec: ModelSpec) -> None:
+    """Layers of classes beyond Keras' own whose weights the file reader could not place get them
+    from the file loaded by Keras itself (the classes are registered by now).
+
+    A ``.keras`` file stores the weights of a layer's inner layers (``self.dense = Dense(...)``,
+    keras-hub's ``FusedMBConvBlock``) under the names of the attributes holding them, which only
+    the class knows; surgeon's reader leaves them out, and Keras' loader puts them back. Without
+    this the layer would keep freshly initialised weights.
+    """
+    from surgeon.io.custom_classes import custom_layers
+
+    missing = [layer for layer in custom_layers(spec.config)
+               if layer.path not in spec.weights and keras_layer(model, layer.path).weights]
+    if not missing:
+        return
+    if not spec.source.path or spec.source.format != "keras":
+        raise SurgeonError(
+            f"layer '{missing[0].path}' ({missing[0].class_name}) holds weights in inner layers that were not read; "
+            "save the model as .keras or .h5 and run surgeon on the file"
+        )
+    loaded = load_plain(spec.source.path)
+    for layer in missing:
+        try:
+            keras_layer(model, layer.path).set_weights(keras_layer(loaded, layer.path).get_weights())
+        except ValueError as error:
+            raise SurgeonError(f"cannot restore the weights of layer '{layer.path}' ({layer.class_name}): {error}") from None
 
 
 def _explain_build_failure(error: Exception) -> str:
