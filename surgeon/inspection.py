@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from surgeon.graph import Graph, recorded_tensors
+from surgeon.io.custom_classes import custom_layers
 from surgeon.io.files import MODEL_EXTENSIONS
 from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING
 from surgeon.params import layer_param_count, param_counts
@@ -49,6 +52,10 @@ class Inspection:
     optimizer: str | None
     hazards: list[Hazard]
     notes: list[str]
+    # Layers of classes beyond Keras' own: {"path", "class_name", "kind" ("keras-hub"/"custom"), "registered_name"}.
+    special_layers: list[dict] = dataclasses.field(default_factory=list)
+    # BatchNormalization layers no rewrite can reach: {"layer", "reason"}.
+    unreachable_batch_norms: list[dict] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -72,7 +79,28 @@ def inspect_spec(spec: ModelSpec) -> Inspection:
         path=spec.source.path, format=spec.source.format, keras_version=spec.source.keras_version, dialect=spec.source.dialect,
         model_name=spec.name, layers=rows, total_params=counts.trainable + counts.non_trainable, trainable_params=counts.trainable,
         compiled=spec.compile_config is not None, optimizer=optimizer_name, hazards=find_hazards(spec, frozen), notes=spec.notes,
+        special_layers=[{"path": c.path, "class_name": c.class_name, "kind": c.kind, "registered_name": c.registered_name}
+                        for c in custom_layers(spec.config)],
+        unreachable_batch_norms=unreachable_batch_norms(spec),
     )
+
+
+def unreachable_batch_norms(spec: ModelSpec) -> list[dict]:
+    """BNs that even ``fold-bn --all`` leaves (with its reason), and BNs inside layers kept as one unit."""
+    from surgeon.passes.fold_bn import fold_bn
+
+    found = []
+    # The fold plan needs the statistics' values; inspect reads shapes only, and then lists the
+    # BNs inside layers kept whole (known to the keras-hub reader, which builds the model).
+    if spec.weights and all(isinstance(w, np.ndarray) for ws in spec.weights.values() for w in ws.values()):
+        try:
+            _, report = fold_bn(spec, fold_all=True)
+            found = [{"layer": row["layer"], "reason": row["reason"]} for row in report.changes if row["action"] == "left"]
+        except Exception:  # a plan needs weight values: shapes alone (inspect's read) may not do
+            found = []
+    for path, count in spec.inner_batch_norms.items():
+        found.append({"layer": f"{path} ({count} inside)", "reason": "inside a layer surgeon rewrites as one unit"})
+    return found
 
 
 def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:

@@ -14,6 +14,7 @@ from surgeon.io import read_model, write_model
 from surgeon.io.keras_model import build_keras_model, check_code_layers
 from surgeon.io.loading import refuse_code_in_file
 from surgeon.io.output import check_output_path, pending_outputs
+from surgeon.io.custom_classes import custom_layers
 from surgeon.layer_kinds import mode_dependent_layers
 from surgeon.passes import Pass, PassReport
 from surgeon.spec import ModelSpec
@@ -59,10 +60,16 @@ class VerifyOptions:
                              "(the error reported is what mixed precision leaves; --rtol overrides)")
         if options.training_check is None:
             left = [path for spec in (rewritten or (original,)) for path in mode_dependent_layers(spec)]
-            options.training_check = not left
+            # A class beyond Keras' own may hold BN or Dropout inside, which surgeon cannot see.
+            opaque = [layer.path for spec in (rewritten or (original,)) for layer in custom_layers(spec.config)]
+            options.training_check = not left and not opaque
             if options.enabled and left:
                 shown = ", ".join(left[:4]) + (", ..." if len(left) > 4 else "")
                 notes.append(f"training-mode check skipped: {len(left)} layer(s) still act in training mode ({shown})")
+            elif options.enabled and opaque:
+                shown = ", ".join(opaque[:4]) + (", ..." if len(opaque) > 4 else "")
+                notes.append(f"training-mode check skipped: {len(opaque)} layer(s) of classes beyond Keras' own may act "
+                             f"differently in training ({shown})")
         return options, notes
 
 

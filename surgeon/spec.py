@@ -54,6 +54,7 @@ class ModelSpec:
     optimizer_variables: names of the optimizer slots stored in the file (their values are
         never carried: a rewritten model gets a fresh optimizer of the same config).
     notes: what was translated at the door, for reports.
+    inner_batch_norms: BNs no rewrite can reach, inside layers kept as one unit.
     """
 
     config: dict
@@ -62,6 +63,9 @@ class ModelSpec:
     optimizer_variables: list[str] | None = None
     source: Source = dataclasses.field(default_factory=Source)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # BatchNormalization layers inside layers surgeon rewrites as one unit (keras-hub blocks such as
+    # FusedMBConvBlock), by that layer's path: known only when a reader built the model (keras-hub).
+    inner_batch_norms: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> "ModelSpec":
         """A deep copy of the config; weight arrays are shared (passes replace, never mutate)."""

@@ -14,10 +14,11 @@ import typer
 from surgeon.errors import SurgeonError, one_line
 from surgeon.rewrite import MIN_SAMPLES, VerifyOptions
 from surgeon.verify import DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL
+from surgeon.user_modules import import_user_modules
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-ModelPath = Annotated[Path, typer.Argument(metavar="MODEL", help="A Keras model file: .keras, or .h5 (Keras 3 or Keras 2).", show_default=False)]
+ModelPath = Annotated[Path, typer.Argument(metavar="MODEL", help="A Keras model file: .keras, or .h5 (Keras 3 or Keras 2), or a keras-hub preset directory.", show_default=False)]
 OutputPath = Annotated[Path, typer.Option("--output", "-o", help="Output file; .keras or .h5 picks the format.", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout instead of tables.")]
@@ -30,6 +31,8 @@ Atol = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance
 Rtol = Annotated[float | None, typer.Option("--rtol", min=0.0, show_default=False, help=(
     f"Tolerance relative to each output's largest magnitude [default: {DEFAULT_RTOL:g}; {MIXED_PRECISION_RTOL:g} for "
     "float16/mixed-precision models]."))]
+Imports = Annotated[list[str] | None, typer.Option("--import", metavar="MODULE", help="Import this Python module first (the one that registers your own Keras layers); repeatable.", show_default=False)]
+BakePreprocessing = Annotated[bool, typer.Option("--bake-preprocessing", help="keras-hub task: put its image preprocessing (resize, scale, offset) into the output as built-in Resizing/Rescaling layers.")]
 Inputs = Annotated[Path | None, typer.Option("--inputs", help="An .npz of inputs (keyed by input name) to verify on instead of random ones.", show_default=False)]
 
 
@@ -44,7 +47,10 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
     @functools.wraps(function)
     def wrapper(*args, **kwargs) -> None:
         try:
-            code = function(*args, **kwargs)
+            # Before anything is loaded: the modules register the user's Keras classes.
+            import_user_modules(kwargs.get("imports"))
+            with _reading_options(kwargs):
+                code = function(*args, **kwargs)
         except SurgeonError as error:
             fail(str(error))
             raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -61,6 +67,17 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
         raise typer.Exit(code or EXIT_OK)
 
     return wrapper
+
+
+def _reading_options(kwargs: dict):
+    """How files are read, for the whole command (a command reads its input more than once)."""
+    import contextlib
+
+    if not kwargs.get("bake_preprocessing"):
+        return contextlib.nullcontext()
+    from surgeon.io.keras_hub_reader import baking_preprocessing
+
+    return baking_preprocessing()
 
 
 def verify_options(no_verify: bool, samples: int | None, atol: float, rtol: float | None, inputs: Path | None = None):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from surgeon.commands.common import (
-    AllowCode, Atol, EXIT_FAILED, Force, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console, print_json,
+    Imports, AllowCode, Atol, EXIT_FAILED, Force, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console, print_json,
     verify_options,
 )
 from surgeon.verify import DEFAULT_ATOL
@@ -20,6 +20,7 @@ def convert(
     rtol: Rtol = None,
     as_json: Json = False,
     allow_code: AllowCode = False,
+    imports: Imports = None,
 ) -> int:
     """Write the Keras 3 equivalent of a model file (Keras 2 .h5 files included) and verify it.
 

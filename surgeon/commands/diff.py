@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import EXIT_FAILED, Json, ModelPath, command, console, print_json
+from surgeon.commands.common import Imports, EXIT_FAILED, Json, ModelPath, command, console, print_json
 
 
 @command
@@ -17,6 +17,7 @@ def diff(
     atol: Annotated[float, typer.Option("--atol", min=0.0, help="Weights within this absolute difference count as the same.")] = 0.0,
     as_json: Json = False,
     all_layers: Annotated[bool, typer.Option("--all-layers", help="List identical layers too, not only those that differ.")] = False,
+    imports: Imports = None,
 ) -> int:
     """Compare the weights of two model files layer by layer (no TensorFlow needed).
 

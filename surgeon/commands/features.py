@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import AllowCode, Force, Json, command, console, fail, print_json
+from surgeon.commands.common import AllowCode, BakePreprocessing, Force, Imports, Json, command, console, fail, print_json
 
 
 @command
@@ -23,6 +23,8 @@ def features(
     force: Force = False,
     as_json: Json = False,
     allow_code: AllowCode = False,
+    imports: Imports = None,
+    bake_preprocessing: BakePreprocessing = False,
 ) -> int:
     """Run the base in inference mode over DATA and write its outputs, in input order.
 

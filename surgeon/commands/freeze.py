@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console,
+    BakePreprocessing, Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console,
     print_json, verify_options,
 )
 from surgeon.verify import DEFAULT_ATOL
@@ -61,6 +61,8 @@ def rewrite_command(library_function: str, message: str, doc: str):
         as_json: Json = False,
         force: Force = False,
         allow_code: AllowCode = False,
+        imports: Imports = None,
+        bake_preprocessing: BakePreprocessing = False,
     ) -> int:
         import surgeon.prepare
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import Json, ModelPath, command, console, print_json
+from surgeon.commands.common import BakePreprocessing, Imports, Json, ModelPath, command, console, print_json
 
 
 @command
@@ -17,6 +17,8 @@ def inspect(
     model: ModelPath,
     as_json: Json = False,
     all_layers: Annotated[bool, typer.Option("--layers/--no-layers", help="Show the table of layers.")] = True,
+    imports: Imports = None,
+    bake_preprocessing: BakePreprocessing = False,
 ) -> int:
     """Show a model file's layers, parameter counts and fine-tuning hazards.
 
@@ -58,6 +60,15 @@ def _print(result, all_layers: bool) -> None:
     out.print(f"Total params: {result.total_params:,}  trainable: {result.trainable_params:,}  non-trainable: {frozen:,}")
     out.print(f"Compiled: {'yes, optimizer ' + str(result.optimizer) if result.compiled else 'no'}")
     print_notes(out, result.notes)
+    if result.special_layers:
+        kinds = sorted({row["kind"] for row in result.special_layers})
+        out.print(f"Layers beyond Keras' own ({', '.join(kinds)}; rewritten as one unit each):")
+        for row in result.special_layers:
+            out.print(f"  {escape(row['path'])}: {row['class_name']} ({row['kind']}, {escape(row['registered_name'])})")
+    if result.unreachable_batch_norms:
+        out.print("BatchNormalization no rewrite can reach:")
+        for row in result.unreachable_batch_norms:
+            out.print(f"  {escape(row['layer'])}: {escape(str(row['reason']))}")
     if not result.hazards:
         out.print("[green]No fine-tuning hazards found.[/green]")
         return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import AllowCode, Atol, EXIT_FAILED, Inputs, Json, ModelPath, Rtol, Samples, command, console, print_json
+from surgeon.commands.common import BakePreprocessing, Imports, AllowCode, Atol, EXIT_FAILED, Inputs, Json, ModelPath, Rtol, Samples, command, console, print_json
 from surgeon.verify import DEFAULT_ATOL
 
 
@@ -23,6 +23,8 @@ def verify(
     fine_tune: Annotated[bool, typer.Option("--fine-tune", help="Also fine-tune the candidate for a few seeded steps: frozen weights must not move, the rest must, the frozen part must not depend on the training flag, runs must repeat.")] = False,
     as_json: Json = False,
     allow_code: AllowCode = False,
+    imports: Imports = None,
+    bake_preprocessing: BakePreprocessing = False,
 ) -> int:
     """Compare two model files on the same inputs, in inference mode.
 

@@ -107,6 +107,10 @@ def add_modules(model: dict) -> None:
     for layer in model.get("config", {}).get("layers", []):
         if layer.get("class_name") in MODEL_CLASSES and "layers" in layer.get("config", {}):
             add_modules(layer)
+        elif ">" in str(layer.get("class_name", "")):
+            # A registered class ("my_pkg>Scale"): Keras finds it by its registered name, and
+            # would look for it in keras.layers under the module key.
+            layer.setdefault("registered_name", layer["class_name"])
         else:
             layer.setdefault("module", "keras.layers")
             layer.setdefault("registered_name", None)

@@ -38,6 +38,7 @@ from typing import Callable
 from surgeon.io.files import check_input_exists, format_for_output, unrecognised_input
 from surgeon.io.h5_reader import claims_h5, read_h5
 from surgeon.io.h5_writer import write_h5
+from surgeon.io.keras_hub_reader import claims_keras_hub, read_keras_hub
 from surgeon.io.keras_reader import claims_keras, read_keras
 from surgeon.io.keras_writer import write_keras
 from surgeon.spec import ModelSpec
@@ -62,6 +63,9 @@ def unique_readers(*readers: Reader) -> tuple[Reader, ...]:
 
 
 READERS = unique_readers(
+    # Before "keras": a .keras archive holding a keras-hub backbone or task is keras-hub's to build.
+    Reader("keras-hub", "keras-hub preset directory, or .keras file holding a keras-hub backbone or task",
+           claims_keras_hub, read_keras_hub),
     Reader("h5", "whole-model HDF5 file (.h5) from Keras 3 or Keras 2", claims_h5, read_h5),
     Reader("keras", "Keras 3 .keras archive", claims_keras, read_keras),
 )

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from surgeon.errors import SurgeonError, one_line
+from surgeon.io.custom_classes import check_classes_known
 from surgeon.io.dialects import to_keras_config, translate
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
@@ -64,6 +65,7 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
     """A ``keras.Model`` with the spec's architecture and weights (compiled if asked and possible)."""
     check_code_layers(spec, allow_code)
     quiet_tensorflow()
+    check_classes_known(spec.config)
     import keras
 
     try:
@@ -74,9 +76,38 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
     except Exception as error:  # Keras raises TypeError/ValueError/AttributeError with long texts
         raise SurgeonError(_explain_build_failure(error)) from None
     set_weights(model, spec)
+    check_custom_weights_read(model, spec)
     if compile and spec.compile_config:
         compile_model(model, spec.compile_config)
     return model
+
+
+def check_custom_weights_read(model, spec: ModelSpec) -> None:
+    """Layers of classes beyond Keras' own whose weights the file reader could not place get them
+    from the file loaded by Keras itself (the classes are registered by now).
+
+    A ``.keras`` file stores the weights of a layer's inner layers (``self.dense = Dense(...)``,
+    keras-hub's ``FusedMBConvBlock``) under the names of the attributes holding them, which only
+    the class knows; surgeon's reader leaves them out, and Keras' loader puts them back. Without
+    this the layer would keep freshly initialised weights.
+    """
+    from surgeon.io.custom_classes import custom_layers
+
+    missing = [layer for layer in custom_layers(spec.config)
+               if layer.path not in spec.weights and keras_layer(model, layer.path).weights]
+    if not missing:
+        return
+    if not spec.source.path or spec.source.format != "keras":
+        raise SurgeonError(
+            f"layer '{missing[0].path}' ({missing[0].class_name}) holds weights in inner layers that were not read; "
+            "save the model as .keras or .h5 and run surgeon on the file"
+        )
+    loaded = load_plain(spec.source.path)
+    for layer in missing:
+        try:
+            keras_layer(model, layer.path).set_weights(keras_layer(loaded, layer.path).get_weights())
+        except ValueError as error:
+            raise SurgeonError(f"cannot restore the weights of layer '{layer.path}' ({layer.class_name}): {error}") from None
 
 
 def _explain_build_failure(error: Exception) -> str:
@@ -133,14 +164,27 @@ def _relative_name(layer, variable) -> str:
     return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.name
 
 
+def _named_values(layer) -> dict[str, np.ndarray]:
+    """``layer.weights`` by name, in order. A layer with inner layers (a keras-hub backbone kept
+    whole) can hold several variables of one name ("kernel"): they are then keyed by position too,
+    and ``set_weights`` puts them back by position."""
+    names = [_relative_name(layer, v) for v in layer.weights]
+    if len(set(names)) < len(names):
+        names = [f"{index}:{name}" for index, name in enumerate(names)]
+    return {name: np.asarray(v.numpy()) for name, v in zip(names, layer.weights)}
+
+
 def spec_from_keras_model(model) -> ModelSpec:
     """Describe an in-memory functional or sequential ``keras.Model`` as a ModelSpec."""
     quiet_tensorflow()
     import keras
 
+    from surgeon.io.functional_view import functional_config
+
     if not isinstance(model, keras.Model):
         raise SurgeonError(f"expected a keras.Model, got {type(model).__name__}")
-    config = keras.saving.serialize_keras_object(model)
+    # Functional subclasses (keras-hub backbones and tasks, here or nested) as their graphs.
+    config = functional_config(model)
     config.pop("compile_config", None)
     door = translate(config, None, keras.__version__)
     spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))
@@ -149,7 +193,7 @@ def spec_from_keras_model(model) -> ModelSpec:
             continue
         layer = keras_layer(model, path)
         if layer.weights:
-            spec.weights[path] = {_relative_name(layer, v): np.asarray(v.numpy()) for v in layer.weights}
+            spec.weights[path] = _named_values(layer)
     spec.weights = door.map_weights(spec.weights)
     spec.notes = door.notes
     if getattr(model, "compiled", False):

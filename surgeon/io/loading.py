@@ -7,7 +7,8 @@ runs the code stored in it; surgeon's reader refuses both with one line first.
 from __future__ import annotations
 
 from surgeon.io.formats import read_model
-from surgeon.io.keras_model import check_code_layers, load_plain
+from surgeon.io.custom_classes import check_classes_known
+from surgeon.io.keras_model import build_keras_model, check_code_layers, load_plain, quiet_tensorflow
 
 
 def refuse_code_in_file(path: str, allow_code: bool) -> None:
@@ -16,6 +17,13 @@ def refuse_code_in_file(path: str, allow_code: bool) -> None:
 
 
 def load_checked(path: str, *, allow_code: bool = False):
-    """``load_plain`` for a file a user gave us: damaged files and code are refused with one line first."""
-    refuse_code_in_file(path, allow_code)
+    """``load_plain`` for a file a user gave us: damaged files, code and classes not registered
+    (``--import``) are refused with one line first. A keras-hub model, which Keras alone cannot
+    rebuild, is built from its graph as surgeon read it."""
+    spec = read_model(path, values=False)
+    check_code_layers(spec, allow_code)
+    if (spec.source.format or "").startswith("keras-hub"):  # that reader always holds the values
+        return build_keras_model(spec, allow_code=allow_code)
+    quiet_tensorflow()
+    check_classes_known(spec.config)
     return load_plain(path, allow_code=allow_code)
