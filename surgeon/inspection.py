@@ -9,9 +9,10 @@ import dataclasses
 
 from surgeon.graph import Graph, recorded_tensors
 from surgeon.io.files import MODEL_EXTENSIONS
-from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING
+from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS
+from surgeon.shapes import output_shape
 from surgeon.params import layer_param_count, param_counts
-from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
+from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, trainable_flag
 
 # Optimizer slot variables per trained weight (Keras 3), plus "iteration" and "learning_rate".
 OPTIMIZER_SLOTS = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Lion": 1, "Adagrad": 1, "Adadelta": 2, "Ftrl": 2}
@@ -98,11 +99,9 @@ def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
             continue
         layer = graph.layers[name]
         inputs = [recorded.get(t) for t in graph.node_inputs.get((name, 0), [])]
-        if inputs and inputs[0] is not None:
-            if layer.get("class_name") == "Dense":
-                shapes[path] = _shape_text(list(inputs[0][:-1]) + [layer["config"]["units"]])
-            elif layer.get("class_name") in SHAPE_PRESERVING:
-                shapes[path] = _shape_text(inputs[0])
+        shape = output_shape(layer, inputs[0]) if inputs else None
+        if shape is not None:
+            shapes[path] = _shape_text(shape)
     return shapes
 
 

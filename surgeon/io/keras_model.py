@@ -143,7 +143,8 @@ def spec_from_keras_model(model) -> ModelSpec:
     door = dialects.translate(config, None, keras.__version__)
     spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))
     for path, layer_config in iter_layers(spec.config):
-        if is_model_config(layer_config):
+        # A Sequential model's InputLayer is not among its layers (get_layer cannot find it).
+        if is_model_config(layer_config) or layer_config.get("class_name") == "InputLayer":
             continue
         layer = keras_layer(model, path)
         if layer.weights:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 from surgeon.errors import SurgeonError
+from surgeon.shapes import output_shape
 from surgeon.spec import is_model_config, keras_tensor, layer_name
 
 
@@ -45,11 +45,12 @@ def convert_sequentials(model: dict) -> None:
     shape = previous["config"].get("batch_shape") or previous["config"].get("batch_input_shape")
     for layer in layers[1:]:
         layer["name"] = layer_name(layer)
-        # Keras rebuilds a tensor from its recorded shape before wiring it; .keras files record
-        # each layer's input shape in build_config, .h5 files only the model's input shape.
-        recorded = (layer.get("build_config") or {}).get("input_shape") or shape or [None]
+        # .keras files record the input shape of each layer with weights (build_config), .h5 files
+        # only the model's input shape: the rest follows from the layers' configs where surgeon
+        # knows the rule, and stays unknown (None) where it does not.
+        recorded = (layer.get("build_config") or {}).get("input_shape") or shape
         layer["inbound_nodes"] = [{"args": [keras_tensor(layer_name(previous), 0, 0, shape=recorded)], "kwargs": {}}]
-        previous, shape = layer, None
+        previous, shape = layer, output_shape(layer, recorded)
     model["class_name"] = "Functional"
     if "module" in model:
         model["module"] = "keras.src.models.functional"

@@ -1,0 +1,149 @@
+"""Output shapes of common layers from their configs alone: pure Python, no TensorFlow.
+
+Keras records every tensor's shape in a functional config, but a Sequential config records at
+most each weighted layer's input shape (``.keras`` ``build_config``) and none at all in ``.h5``.
+``inspect`` (which must not import TensorFlow) and ``split`` (whose top needs the shape of the
+tensor crossing the cut) fill the gaps with these rules, the same formulas as Keras'
+``compute_output_shape`` (keras/src/ops/operation_utils.py). A layer not covered here gives
+``None``: unknown, never a guess.
+
+Example:
+    >>> output_shape({"class_name": "Conv2D", "config": {"filters": 8, "kernel_size": [3, 3], "padding": "valid"}},
+    ...              [None, 32, 32, 3])
+    [None, 30, 30, 8]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from surgeon.layer_kinds import SHAPE_PRESERVING
+
+Shape = list  # [batch, ...] with None for unknown sizes
+
+
+def output_shape(layer: dict, input_shape: Shape | None) -> Shape | None:
+    """The output shape of ``layer`` (a config entry) applied to ``input_shape``, or None if unknown."""
+    if input_shape is None:
+        return None
+    rule = RULES.get(layer.get("class_name"))
+    if rule is None:
+        return None
+    try:
+        result = rule(layer.get("config", {}), list(input_shape))
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None  # an odd config: unknown rather than wrong
+    return None if result is None else list(result)
+
+
+def _tuple(value, rank: int) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * rank
+
+
+def _spatial_axes(config: dict, rank: int) -> list[int]:
+    """Indices of the spatial dimensions in a shape of length ``rank + 2``."""
+    first = config.get("data_format") == "channels_first"
+    return list(range(2, rank + 2)) if first else list(range(1, rank + 1))
+
+
+def _channel_axis(config: dict) -> int:
+    return 1 if config.get("data_format") == "channels_first" else -1
+
+
+def _window(size, kernel: int, stride: int, dilation: int, padding: str):
+    if size is None:
+        return None
+    if padding in ("same", "causal"):
+        return math.ceil(size / stride)
+    return (size - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _sliding(config: dict, shape: Shape, kernel_key: str, stride_key: str, channels) -> Shape:
+    rank = len(shape) - 2
+    kernel = _tuple(config[kernel_key], rank)
+    strides = _tuple(config.get(stride_key) or kernel, rank)
+    dilation = _tuple(config.get("dilation_rate", 1), rank)
+    padding = config.get("padding", "valid")
+    result = list(shape)
+    for i, axis in enumerate(_spatial_axes(config, rank)):
+        result[axis] = _window(shape[axis], kernel[i], strides[i], dilation[i], padding)
+    if channels is not None:
+        result[_channel_axis(config)] = channels
+    return result
+
+
+def _conv(config: dict, shape: Shape) -> Shape:
+    return _sliding(config, shape, "kernel_size", "strides", config["filters"])
+
+
+def _depthwise(config: dict, shape: Shape) -> Shape:
+    channels = shape[_channel_axis(config)]
+    multiplier = config.get("depth_multiplier", 1)
+    return _sliding(config, shape, "kernel_size", "strides", None if channels is None else channels * multiplier)
+
+
+def _pool(config: dict, shape: Shape) -> Shape:
+    return _sliding(config, shape, "pool_size", "strides", None)
+
+
+def _transpose(config: dict, shape: Shape) -> Shape | None:
+    if config.get("output_padding") is not None:
+        return None
+    rank = len(shape) - 2
+    kernel, strides = _tuple(config["kernel_size"], rank), _tuple(config.get("strides", 1), rank)
+    dilation = _tuple(config.get("dilation_rate", 1), rank)
+    result = list(shape)
+    for i, axis in enumerate(_spatial_axes(config, rank)):
+        size, effective = shape[axis], dilation[i] * (kernel[i] - 1) + 1
+        if size is not None:
+            grow = max(effective - strides[i], 0) if config.get("padding", "valid") == "valid" else 0
+            result[axis] = size * strides[i] + grow
+    result[_channel_axis(config)] = config["filters"]
+    return result
+
+
+def _global_pool(config: dict, shape: Shape) -> Shape:
+    channels = shape[_channel_axis(config)]
+    if config.get("keepdims"):
+        result = [shape[0]] + [1] * (len(shape) - 1)
+        result[_channel_axis(config)] = channels
+        return result
+    return [shape[0], channels]
+
+
+def _flatten(config: dict, shape: Shape) -> Shape:
+    rest = shape[1:]
+    return [shape[0], None if None in rest else math.prod(rest)]
+
+
+def _reshape(config: dict, shape: Shape) -> Shape | None:
+    target = list(config["target_shape"])
+    if -1 in target:
+        known = shape[1:]
+        if None in known:
+            return None
+        target[target.index(-1)] = math.prod(known) // math.prod(d for d in target if d != -1)
+    return [shape[0]] + target
+
+
+def _dense(config: dict, shape: Shape) -> Shape:
+    return shape[:-1] + [config["units"]]
+
+
+def _same(config: dict, shape: Shape) -> Shape:
+    return shape
+
+
+RULES: dict[str, Callable[[dict, Shape], Shape | None]] = {
+    **{name: _same for name in SHAPE_PRESERVING},
+    "Dense": _dense,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    **{f"Conv{d}D": _conv for d in (1, 2, 3)},
+    **{f"SeparableConv{d}D": _conv for d in (1, 2)},
+    **{f"DepthwiseConv{d}D": _depthwise for d in (1, 2)},
+    **{f"Conv{d}DTranspose": _transpose for d in (1, 2, 3)},
+    **{f"{kind}Pooling{d}D": _pool for kind in ("Max", "Average") for d in (1, 2, 3)},
+    **{f"Global{kind}Pooling{d}D": _global_pool for kind in ("Max", "Average") for d in (1, 2, 3)},
+}
