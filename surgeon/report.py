@@ -14,12 +14,14 @@ from surgeon.verify import VerifyReport
 
 
 def verification_table(report: VerifyReport, title: str = "Verification") -> Table:
-    table = Table(title=f"{title} ({report.samples} samples, pass if max abs <= {report.atol:g} + {report.rtol:g} x scale)", title_justify="left")
-    for column in ("output", "mode", "max abs error", "max rel error", "scale", "result"):
-        table.add_column(column, justify="right" if "error" in column or column == "scale" else "left")
+    floor = "the float32 floor" if report.atol is None else f"{report.atol:g}"
+    table = Table(title=f"{title} ({report.samples} samples, pass if max abs <= {report.rtol:g} x scale + {floor})", title_justify="left")
+    table.add_column("output", overflow="fold")  # names people type back are wrapped, never cut
+    for column in ("mode", "max abs", "max rel", "scale", "floor", "result"):
+        table.add_column(column, justify="left" if column in ("mode", "result") else "right", no_wrap=True)
     for check in report.checks:
         table.add_row(
-            escape(check.name), check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}", f"{check.scale:.3g}",
+            escape(check.name), check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}", f"{check.scale:.3g}", f"{check.floor:.2g}",
             "[green]pass[/green]" if check.passed else "[red]FAIL[/red]",
         )
     return table
@@ -29,6 +31,8 @@ def print_verification(console: Console, report: VerifyReport | None, title: str
     if report is None:
         console.print("[yellow]verification skipped (--no-verify)[/yellow]")
         return
+    for note in report.notes:
+        console.print(f"note: {escape(note)}")
     if report.problem:
         console.print(f"[red]verification failed:[/red] {escape(report.problem)}")
         return

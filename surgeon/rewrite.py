@@ -31,7 +31,7 @@ class VerifyOptions:
 
     enabled: bool = True
     samples: int | None = None  # DEFAULT_SAMPLES, fewer for large inputs
-    atol: float = DEFAULT_ATOL
+    atol: float | None = DEFAULT_ATOL  # None: measured from float32 rounding (verify.rounding_floors)
     rtol: float | None = None  # DEFAULT_RTOL, MIXED_PRECISION_RTOL when layers compute in float16
     training_check: bool | None = None  # when nothing that acts in training mode is left
     inputs: str | None = None  # an .npz of user inputs

@@ -99,7 +99,7 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
     inference mode, which is what makes cached features exact for fine-tuning.
     """
     from surgeon.io.keras_model import build_keras_model
-    from surgeon.verify import load_inputs, load_plain, seeded_inputs
+    from surgeon.verify import informative_inputs, load_inputs, load_plain, output_names
 
     reference = build_keras_model(original, allow_code=allow_code)
     try:
@@ -108,25 +108,29 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
     except Exception as error:  # a written file Keras cannot load is a failed verification
         message = " ".join(str(error).split())[:300]
         return VerifyReport(False, [], 0, options.atol, options.rtol, problem=f"a written file does not load with plain Keras: {message}")
-    inputs = load_inputs(options.inputs, reference) if options.inputs else seeded_inputs(reference, options.samples)
+    given = load_inputs(options.inputs, reference) if options.inputs else None
+    inputs, expected, floors, notes, problem = informative_inputs(reference, given, options.samples, 0, options.atol, output_names(reference))
+    if problem:
+        return VerifyReport(False, [], inputs[0].shape[0], options.atol, options.rtol, problem=problem, notes=notes)
     input_names = [ref[0] for ref in io_refs(original.config["config"]["input_layers"])]
-    checks = compose_checks(reference, base, top, inputs, input_names, report, atol=options.atol, rtol=options.rtol)
-    return VerifyReport(all(c.passed for c in checks), checks, inputs[0].shape[0], options.atol, options.rtol)
+    checks = compose_checks(reference, base, top, inputs, input_names, report, expected=expected, floors=floors,
+                            atol=options.atol, rtol=options.rtol)
+    return VerifyReport(all(c.passed for c in checks), checks, inputs[0].shape[0], options.atol, options.rtol, notes=notes)
 
 
 def compose_checks(reference, base, top, inputs: list[np.ndarray], input_names: list[str], report: SplitReport,
-                   *, atol: float, rtol: float):
-    """top(base(x)) against reference(x) in inference mode, and the base's features across modes."""
-    from surgeon.verify import compare, run
+                   *, expected: list[np.ndarray], floors: list[float], atol: float | None, rtol: float):
+    """top(base(x)) against reference(x) (``expected``) in inference mode, and the base's features across modes."""
+    from surgeon.verify import compare, output_names, rounding_floors, run
 
     by_name = dict(zip(input_names, inputs))
     base_inputs = [by_name[name] for name in report.base_inputs]
     features = run(base, base_inputs)
     top_inputs = features + [by_name[name] for name in report.passthrough_inputs]
-    names = list(getattr(reference, "output_names", None) or [f"output_{i}" for i in range(len(reference.outputs))])
-    checks = compare(run(reference, inputs), run(top, top_inputs), names, mode="inference", atol=atol, rtol=rtol)
+    checks = compare(expected, run(top, top_inputs), output_names(reference), mode="inference", rtol=rtol, floors=floors)
     feature_names = [f"features:{t.name}" for t in report.cut]
-    checks += compare(features, run(base, base_inputs, training=True), feature_names, mode="training", atol=atol, rtol=rtol)
+    feature_floors = rounding_floors(base, base_inputs, features, atol)
+    checks += compare(features, run(base, base_inputs, training=True), feature_names, mode="training", rtol=rtol, floors=feature_floors)
     return checks
 
 

@@ -22,7 +22,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdou
 AllowCode = Annotated[bool, typer.Option("--allow-code", help="Allow layers that run code stored in the file (Lambda). Only for files you trust.")]
 NoVerify = Annotated[bool, typer.Option("--no-verify", help="Skip reloading and checking the written file (faster; not recommended).")]
 Samples = Annotated[int | None, typer.Option("--samples", min=1, help="Seeded random inputs used for verification [default: 8; fewer for inputs larger than two 224x224 images].", show_default=False)]
-Atol = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance of the verification.")]
+Atol = Annotated[float | None, typer.Option("--atol", min=0.0, show_default=False, help="Absolute part of the verification's tolerance [default: measured per output from float32 rounding].")]
 Rtol = Annotated[float | None, typer.Option("--rtol", min=0.0, help="Tolerance relative to each output's largest magnitude [default: 1e-4; 1e-2 for float16/mixed-precision models].", show_default=False)]
 Inputs = Annotated[Path | None, typer.Option("--inputs", help="An .npz of inputs (keyed by input name) to verify on instead of random ones.", show_default=False)]
 
