@@ -23,18 +23,21 @@ from surgeon.layer_kinds import SHAPE_PRESERVING
 Shape = list  # [batch, ...] with None for unknown sizes
 
 
-def output_shape(layer: dict, input_shape: Shape | None) -> Shape | None:
-    """The output shape of ``layer`` (a config entry) applied to ``input_shape``, or None if unknown."""
-    if input_shape is None:
-        return None
-    rule = RULES.get(layer.get("class_name"))
-    if rule is None:
+def infer_shape(class_name: str, config: dict, input_shapes: list) -> Shape | None:
+    """The output shape of a single-output layer given its inputs' shapes, or None if unknown."""
+    rule = RULES.get(class_name)
+    if rule is None or not input_shapes or any(shape is None for shape in input_shapes):
         return None
     try:
-        result = rule(layer.get("config", {}), list(input_shape))
+        result = rule(config, [list(shape) for shape in input_shapes])
     except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
         return None  # an odd config: unknown rather than wrong
     return None if result is None else list(result)
+
+
+def output_shape(layer: dict, input_shape: Shape | None) -> Shape | None:
+    """``infer_shape`` for a config entry (``{"class_name", "config"}``) called on one input."""
+    return infer_shape(layer.get("class_name"), layer.get("config", {}), [input_shape])
 
 
 def _tuple(value, rank: int) -> list:
@@ -135,15 +138,50 @@ def _same(config: dict, shape: Shape) -> Shape:
     return shape
 
 
-RULES: dict[str, Callable[[dict, Shape], Shape | None]] = {
-    **{name: _same for name in SHAPE_PRESERVING},
-    "Dense": _dense,
-    "Flatten": _flatten,
-    "Reshape": _reshape,
-    **{f"Conv{d}D": _conv for d in (1, 2, 3)},
-    **{f"SeparableConv{d}D": _conv for d in (1, 2)},
-    **{f"DepthwiseConv{d}D": _depthwise for d in (1, 2)},
-    **{f"Conv{d}DTranspose": _transpose for d in (1, 2, 3)},
-    **{f"{kind}Pooling{d}D": _pool for kind in ("Max", "Average") for d in (1, 2, 3)},
-    **{f"Global{kind}Pooling{d}D": _global_pool for kind in ("Max", "Average") for d in (1, 2, 3)},
+def _single(rule: Callable[[dict, Shape], Shape | None]) -> Callable[[dict, list], Shape | None]:
+    return lambda config, shapes: rule(config, shapes[0])
+
+
+def _concatenate(config: dict, shapes: list) -> Shape:
+    result = list(shapes[0])
+    axis = config.get("axis", -1) % len(result)
+    sizes = [shape[axis] for shape in shapes]
+    result[axis] = None if None in sizes else sum(sizes)
+    return result
+
+
+def _resize(config: dict, shape: Shape, key: str, change: Callable) -> Shape:
+    """Cropping/ZeroPadding/UpSampling: each spatial size changed by its own (lo, hi) or factor."""
+    rank = len(shape) - 2
+    amounts = config[key]
+    if key != "size" and rank == 1 and not isinstance(amounts[0], (list, tuple)):
+        amounts = [amounts]
+    amounts = _tuple(amounts, rank)
+    result = list(shape)
+    for axis, amount in zip(_spatial_axes(config, rank), amounts):
+        if shape[axis] is not None:
+            result[axis] = change(shape[axis], amount if key == "size" else _tuple(amount, 2))
+    return result
+
+
+def _permute(config: dict, shape: Shape) -> Shape:
+    return [shape[0]] + [shape[d] for d in config["dims"]]
+
+
+RULES: dict[str, Callable[[dict, list], Shape | None]] = {
+    **{name: _single(_same) for name in SHAPE_PRESERVING},
+    "Dense": _single(_dense),
+    "Flatten": _single(_flatten),
+    "Reshape": _single(_reshape),
+    "Permute": _single(_permute),
+    "Concatenate": _concatenate,
+    **{f"Conv{d}D": _single(_conv) for d in (1, 2, 3)},
+    **{f"SeparableConv{d}D": _single(_conv) for d in (1, 2)},
+    **{f"DepthwiseConv{d}D": _single(_depthwise) for d in (1, 2)},
+    **{f"Conv{d}DTranspose": _single(_transpose) for d in (1, 2, 3)},
+    **{f"{kind}Pooling{d}D": _single(_pool) for kind in ("Max", "Average") for d in (1, 2, 3)},
+    **{f"Global{kind}Pooling{d}D": _single(_global_pool) for kind in ("Max", "Average") for d in (1, 2, 3)},
+    **{f"Cropping{d}D": _single(lambda c, s: _resize(c, s, "cropping", lambda n, a: n - a[0] - a[1])) for d in (1, 2, 3)},
+    **{f"ZeroPadding{d}D": _single(lambda c, s: _resize(c, s, "padding", lambda n, a: n + a[0] + a[1])) for d in (1, 2, 3)},
+    **{f"UpSampling{d}D": _single(lambda c, s: _resize(c, s, "size", lambda n, a: n * a)) for d in (1, 2, 3)},
 }

@@ -21,7 +21,7 @@ import surgeon  # noqa: E402
 from surgeon.cli import app  # noqa: E402
 from surgeon.io import read_model  # noqa: E402
 from surgeon.passes.freeze import Selection  # noqa: E402
-from surgeon.shapes import output_shape  # noqa: E402
+from surgeon.shapes import infer_shape, output_shape  # noqa: E402
 
 LAYERS = ("conv1", "bn1", "relu1", "gap", "drop", "cls")
 X = np.random.default_rng(3).standard_normal((4, 8, 8, 3)).astype("float32")
@@ -169,6 +169,13 @@ LAYER_CASES = [
     (keras.layers.Reshape((-1, 3)), (None, 4, 5, 3)),
     (keras.layers.Dense(7), (None, 4, 5)),
     (keras.layers.LayerNormalization(), (None, 4, 5)),
+    (keras.layers.Permute((2, 1)), (None, 4, 5)),
+    (keras.layers.Cropping1D((1, 2)), (None, 9, 3)),
+    (keras.layers.Cropping2D(((1, 2), (0, 1))), (None, 9, 7, 3)),
+    (keras.layers.ZeroPadding2D(((1, 2), (3, 0))), (None, 9, 7, 3)),
+    (keras.layers.ZeroPadding1D(2), (None, 9, 3)),
+    (keras.layers.UpSampling2D((2, 3)), (None, 9, 7, 3)),
+    (keras.layers.UpSampling1D(3), (None, 9, 3)),
 ]
 
 
@@ -176,6 +183,12 @@ LAYER_CASES = [
 def test_shape_rules_match_keras_compute_output_shape(layer, shape):
     entry = {"class_name": type(layer).__name__, "config": keras.saving.serialize_keras_object(layer)["config"]}
     assert output_shape(entry, list(shape)) == list(layer.compute_output_shape(shape))
+
+
+def test_concatenate_adds_the_sizes_on_its_axis():
+    layer = keras.layers.Concatenate(axis=1)
+    shapes = [[None, 4, 3], [None, 5, 3]]
+    assert infer_shape("Concatenate", layer.get_config(), shapes) == list(layer.compute_output_shape(shapes))
 
 
 def test_an_unknown_layer_has_an_unknown_shape_not_a_guess():
