@@ -46,7 +46,7 @@ def changes_table(report: PassReport, columns: Iterable[str] | None = None) -> T
     columns = list(columns or dict.fromkeys(key for row in rows for key in row))
     table = Table(title=report.name, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # layer names wrap, never cut
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     return table

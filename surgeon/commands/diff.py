@@ -49,7 +49,7 @@ def _print(report, all_layers: bool) -> None:
     if shown:
         table = Table(title=f"Weights: {report.a} -> {report.b}", title_justify="left")
         for column, justify in (("layer", "left"), ("frozen in A", "left"), ("status", "left"), ("max abs", "right"), ("rel norm", "right")):
-            table.add_column(column, justify=justify)
+            table.add_column(column, justify=justify, overflow="fold")
         for d in shown:
             colour = "green" if d.status == IDENTICAL else ("yellow" if d.status == "within-atol" else "red")
             table.add_row(d.layer, {True: "yes", False: "no", None: ""}[d.frozen_in_a], f"[{colour}]{d.status}[/{colour}]",

@@ -44,7 +44,8 @@ def _print(result, all_layers: bool) -> None:
     if all_layers:
         table = Table(title=f"Model '{result.model_name}' from {source}", title_justify="left")
         for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"), ("trainable", "left")):
-            table.add_column(column, justify=justify)
+            # Names people type back (--until, --at) wrap at narrow widths; they are never cut.
+            table.add_column(column, justify=justify, overflow="fold")
         for row in result.layers:
             depth = row.path.count("/")
             name = "  " * depth + row.path.rpartition("/")[2]

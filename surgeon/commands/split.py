@@ -67,7 +67,7 @@ def _print(result, print_verification) -> None:
     out.print(f"Cut after [bold]{report.at}[/bold] ({report.chosen_by})")
     table = Table(title="Tensors crossing the cut (base outputs = top inputs, in this order)", title_justify="left")
     for column in ("#", "top input", "computed by", "shape"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for index, tensor in enumerate(report.cut):
         shape = "(" + ", ".join("None" if d is None else str(d) for d in tensor.shape) + ")" if tensor.shape else "?"
         table.add_row(str(index), tensor.name, tensor.source, shape)
