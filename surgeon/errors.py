@@ -32,3 +32,16 @@ def did_you_mean(name: str, known) -> str:
     if not close:
         return ""
     return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+def one_line(error, limit: int = 300) -> str:
+    """An exception's (or a text's) message on one line, at most ``limit`` characters, cut only
+    between words (Keras' messages run to pages; a cut mid-word reads as a typo).
+
+    Example:
+        >>> one_line("Please ensure that components\\n returned by `get_config()` are explicitly deserialized", 60)
+        'Please ensure that components returned by `get_config()` ...'
+    """
+    import textwrap
+
+    return textwrap.shorten(str(error), width=limit, placeholder=" ...") or " ".join(str(error).split())[:limit]

@@ -27,6 +27,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from surgeon.errors import one_line
+
 DEFAULT_STEPS = 3
 DEFAULT_BATCH = 4
 # Compile settings used only when the file is not compiled (the file itself stays uncompiled).
@@ -206,7 +208,7 @@ def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAUL
         model = load_plain(path, allow_code=allow_code)
         compile_if_needed(model, notes)
     except Exception as error:  # a file the user's job cannot even load is a failed check
-        return _cannot_run(f"the written file does not load with plain Keras: {_one_line(error)}", steps, batch_size, seed)
+        return _cannot_run(f"the written file does not load with plain Keras: {one_line(error)}", steps, batch_size, seed)
 
     leaves = leaf_layers(model)
     frozen = [p for p, (layer, is_frozen) in leaves.items() if is_frozen and layer.weights]
@@ -218,7 +220,7 @@ def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAUL
     try:
         after = fit_steps(model, x, y, batch_size)
     except Exception as error:
-        return _cannot_run(f"fit() fails on the written file: {_one_line(error)}", steps, batch_size, seed)
+        return _cannot_run(f"fit() fails on the written file: {one_line(error)}", steps, batch_size, seed)
 
     for layer_path in frozen:
         moved = _changed(before[layer_path], after[layer_path])
@@ -440,10 +442,6 @@ def _flat(result) -> list[np.ndarray]:
     return [np.asarray(r, dtype=np.float64) for r in result]
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:300]
-
-
 # --- the child process ------------------------------------------------------------------------
 
 
@@ -468,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         report = run_check(job["model"], steps=job["steps"], batch_size=job["batch_size"], seed=job["seed"],
                            allow_code=job["allow_code"])
     except Exception as error:  # reported as one line, not as the last line of a traceback
-        report = _cannot_run(_one_line(error), job["steps"], job["batch_size"], job["seed"])
+        report = _cannot_run(one_line(error), job["steps"], job["batch_size"], job["seed"])
     with open(job["report"], "w", encoding="utf-8") as stream:
         json.dump(report.to_json(), stream)
 

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 from surgeon.io import read_model, write_model
 from surgeon.io.keras_model import build_keras_model, check_code_layers, load_plain, spec_from_keras_model
 from surgeon.io.output import check_output_path, pending_outputs
@@ -103,7 +103,7 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
         base = load_plain(base_path, allow_code=allow_code)
         top = load_plain(top_path, allow_code=allow_code)
     except Exception as error:  # a written file Keras cannot load is a failed verification
-        message = " ".join(str(error).split())[:300]
+        message = one_line(error, 300)
         return VerifyReport(False, [], 0, options.atol, options.rtol, problem=f"a written file does not load with plain Keras: {message}")
     given = load_inputs(options.inputs, reference) if options.inputs else None
     inputs, expected, floors, notes, problem = informative_inputs(reference, given, options.samples, 0, options.atol, output_names(reference))

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 from surgeon.io.keras_model import load_plain
 
 DEFAULT_SAMPLES = 8
@@ -240,7 +240,7 @@ def verify_model(
     try:
         candidate = load_plain(candidate_path, allow_code=allow_code)
     except Exception as error:  # any failure to load is a failed verification, not a crash
-        message = " ".join(str(error).split())[:300]
+        message = one_line(error, 300)
         return VerifyReport(False, [], 0, atol, rtol, problem=f"the written file does not load with plain Keras: {message}")
     _check_same_inputs(reference_model, candidate)
     names = output_names(reference_model)

@@ -89,3 +89,14 @@ def test_a_wrong_layer_name_gets_the_closest_names(tmp_path, args, expected):
     result = invoke(*args, "-o", tmp_path / "out.h5" if args[0] != "split" else tmp_path)
     assert result.exit_code == 2
     assert all(text in result.output for text in expected)
+
+
+def test_a_long_keras_message_is_cut_between_words_not_inside_one():
+    from surgeon.errors import one_line
+
+    text = ("<class 'keras.src.models.functional.Functional'> could not be deserialized properly. Please ensure that "
+            "components that are Python object instances (layers, models, etc.) returned by `get_config()` are "
+            "explicitly deserialized in the model's `from_config()` method.")
+    short = one_line(text, 200)
+    assert len(short) <= 200 and short.endswith(" ...")
+    assert short[: -len(" ...")].split()[-1] in text.split()  # the last word kept is a whole word

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -50,7 +50,7 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
         except Exception as error:  # a file that breaks Keras in a way surgeon did not foresee
             if os.environ.get("SURGEON_DEBUG"):
                 raise
-            text = " ".join(str(error).split())[:300]
+            text = one_line(error, 300)
             fail(f"{type(error).__name__}: {text} (set SURGEON_DEBUG=1 for a traceback and please report it)")
             raise typer.Exit(EXIT_BAD_INPUT) from None
         raise typer.Exit(code or EXIT_OK)

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 from surgeon.io.dialects import to_keras_config, translate
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
@@ -82,10 +82,10 @@ def _explain_build_failure(error: Exception) -> str:
     text = " ".join(str(error).split())
     if "Unknown layer" in text or "Could not locate class" in text or "could not be deserialized" in text.lower():
         return (
-            f"the model uses a layer class Keras does not know ({text[:200]}); "
+            f"the model uses a layer class Keras does not know ({one_line(text, 200)}); "
             "register the class with keras.saving.register_keras_serializable or use built-in layers"
         )
-    return f"Keras cannot rebuild the model from its config: {text[:300]}"
+    return f"Keras cannot rebuild the model from its config: {one_line(text, 300)}"
 
 
 def compile_model(model, compile_config: dict) -> None:
@@ -93,7 +93,7 @@ def compile_model(model, compile_config: dict) -> None:
     try:
         model.compile_from_config(compile_config)
     except Exception as error:
-        raise SurgeonError(f"cannot compile the model from its stored compile config: {' '.join(str(error).split())[:300]}") from None
+        raise SurgeonError(f"cannot compile the model from its stored compile config: {one_line(error, 300)}") from None
 
 
 def keras_layer(model, path: str):
