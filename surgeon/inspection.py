@@ -22,7 +22,7 @@ OPTIMIZER_SLOTS = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Lion": 1, "A
 class LayerRow:
     path: str
     class_name: str
-    output_shape: str
+    output_shape: list | None  # [None, 224, 224, 3]; None where the file records none and no rule applies
     params: int
     trainable: bool
     nested_in: str
@@ -64,7 +64,7 @@ def inspect_spec(spec: ModelSpec) -> Inspection:
     for path, layer in spec.layers():
         params = layer_param_count(spec, path)
         rows.append(
-            LayerRow(path, layer.get("class_name", "?"), shapes.get(path, "?"), params, not frozen[path], path.rpartition("/")[0])
+            LayerRow(path, layer.get("class_name", "?"), shapes.get(path), params, not frozen[path], path.rpartition("/")[0])
         )
     counts = param_counts(spec)
     optimizer = (spec.compile_config or {}).get("optimizer")
@@ -76,9 +76,9 @@ def inspect_spec(spec: ModelSpec) -> Inspection:
     )
 
 
-def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
+def _output_shapes(model: dict, prefix: str = "") -> dict[str, list]:
     """Layer path -> output shape, read from the shapes Keras records on every consumer's input."""
-    shapes: dict[str, str] = {}
+    shapes: dict[str, list] = {}
     graph = Graph.of(model)
     for name, layer in graph.layers.items():
         if is_model_config(layer):
@@ -87,7 +87,7 @@ def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
     recorded = {tensor: shape for tensor, (shape, _) in recorded_tensors(model).items() if shape is not None}
     for (name, node_index, tensor_index), shape in recorded.items():
         if node_index == 0 and tensor_index == 0:
-            shapes.setdefault(prefix + name, _shape_text(shape))
+            shapes.setdefault(prefix + name, list(shape))
     for name, layer in graph.layers.items():
         if is_model_config(layer) and prefix + name in shapes:
             outputs = io_refs(layer["config"]["output_layers"])
@@ -101,12 +101,9 @@ def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
         inputs = [recorded.get(t) for t in graph.node_inputs.get((name, 0), [])]
         shape = output_shape(layer, inputs[0]) if inputs else None
         if shape is not None:
-            shapes[path] = _shape_text(shape)
+            shapes[path] = shape
     return shapes
 
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 # --- hazards ---------------------------------------------------------------------------------

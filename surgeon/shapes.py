@@ -40,6 +40,13 @@ def output_shape(layer: dict, input_shape: Shape | None) -> Shape | None:
     return infer_shape(layer.get("class_name"), layer.get("config", {}), [input_shape])
 
 
+def shape_text(shape) -> str:
+    """``(None, 224, 224, 3)`` for people; ``?`` for an unknown shape."""
+    if shape is None:
+        return "?"
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
 def _tuple(value, rank: int) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value] * rank
 

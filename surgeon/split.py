@@ -7,6 +7,7 @@ both files together (or neither).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -69,6 +70,30 @@ def split_file(
         >>> result.base, result.top, result.passed
         ('/tmp/nested_base.keras', '/tmp/nested_top.keras', True)
     """
+    with output_directory(directory) as created:
+        result = _split_file(input_path, at, base_path, top_path, directory, force, fold_bn, verify, allow_code)
+        if result.base is None and created and not os.listdir(created):
+            os.rmdir(created)  # nothing written: leave no trace, not even the folder
+        return result
+
+
+@contextlib.contextmanager
+def output_directory(directory: str | None):
+    """Create ``directory`` if only it is missing (its parent exists), as ``mkdir`` would; yield it
+    if it was created here, and remove it again if an error leaves it empty."""
+    if directory is None or os.path.isdir(directory) or not os.path.isdir(os.path.dirname(os.path.abspath(directory))):
+        yield None  # exists, or not asked for, or a missing parent: check_output_path says so
+        return
+    os.mkdir(directory)
+    try:
+        yield directory
+    except BaseException:
+        if os.path.isdir(directory) and not os.listdir(directory):
+            os.rmdir(directory)
+        raise
+
+
+def _split_file(input_path, at, base_path, top_path, directory, force, fold_bn, verify, allow_code) -> SplitResult:
     verify = verify or VerifyOptions()
     base_path, top_path = default_outputs(input_path, directory, base_path, top_path)
     if os.path.abspath(base_path) == os.path.abspath(top_path):

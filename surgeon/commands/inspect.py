@@ -39,6 +39,8 @@ def _print(result, all_layers: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from surgeon.shapes import shape_text
+
     out = console()
     source = escape(f"{result.path} ({result.format}, Keras {result.keras_version or '?'})")
     if all_layers:
@@ -49,7 +51,7 @@ def _print(result, all_layers: bool) -> None:
         for row in result.layers:
             depth = row.path.count("/")
             name = "  " * depth + row.path.rpartition("/")[2]
-            table.add_row(escape(name), row.class_name, row.output_shape, f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
+            table.add_row(escape(name), row.class_name, shape_text(row.output_shape), f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
         out.print(table)
     else:
         out.print(f"Model '{result.model_name}' from {source}")
