@@ -14,15 +14,16 @@ from surgeon.verify import VerifyReport
 
 
 def verification_table(report: VerifyReport, title: str = "Verification") -> Table:
-    floor = "the float32 floor" if report.atol is None else f"{report.atol:g}"
-    table = Table(title=f"{title} ({report.samples} samples, pass if max abs <= {report.rtol:g} x scale + {floor})", title_justify="left")
+    floor = "a float32 floor" if report.atol is None else f"{report.atol:g}"
+    table = Table(title=f"{title} ({report.samples} samples, pass if max abs <= tolerance = {report.rtol:g} x output scale + {floor})",
+                  title_justify="left")
     table.add_column("output", overflow="fold")  # names people type back are wrapped, never cut
-    for column in ("mode", "max abs", "max rel", "scale", "floor", "result"):
+    for column in ("mode", "max abs", "max rel", "tolerance", "result"):
         table.add_column(column, justify="left" if column in ("mode", "result") else "right", no_wrap=True)
     for check in report.checks:
         table.add_row(
-            escape(check.name), check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}", f"{check.scale:.3g}", f"{check.floor:.2g}",
-            "[green]pass[/green]" if check.passed else "[red]FAIL[/red]",
+            escape(check.name), check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}",
+            f"{report.rtol * check.scale + check.floor:.3g}", "[green]pass[/green]" if check.passed else "[red]FAIL[/red]",
         )
     return table
 

@@ -16,7 +16,8 @@ keras = pytest.importorskip("keras")
 
 import surgeon.math as bn_math  # noqa: E402
 from surgeon.fold import fold_bn_file  # noqa: E402
-from surgeon.verify import compare, rounding_floors, run, verify_files  # noqa: E402
+from surgeon.rewrite import verify_files  # noqa: E402
+from surgeon.verify import compare, rounding_floors, run  # noqa: E402
 
 
 def conv_bn_model(path, *, head_scale: float = 1.0, threshold: float = 0.0, zero_head: bool = False, variance: float = 0.01,

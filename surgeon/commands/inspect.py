@@ -45,12 +45,13 @@ def _print(result, all_layers: bool) -> None:
     source = escape(f"{result.path} ({result.format}, Keras {result.keras_version or '?'})")
     if all_layers:
         table = Table(title=f"Model '{result.model_name}' from {source}", title_justify="left")
+        names = ["  " * row.path.count("/") + row.path.rpartition("/")[2] for row in result.layers]
+        # Names people type back (--until, --at) keep their width as far as the terminal allows
+        # (the other columns need ~50 characters) and wrap beyond it: never cut.
+        layer_width = max(5, min(max(map(len, names), default=5), out.width - 50))
         for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"), ("trainable", "left")):
-            # Names people type back (--until, --at) wrap at narrow widths; they are never cut.
-            table.add_column(column, justify=justify, overflow="fold")
-        for row in result.layers:
-            depth = row.path.count("/")
-            name = "  " * depth + row.path.rpartition("/")[2]
+            table.add_column(column, justify=justify, overflow="fold", min_width=layer_width if column == "layer" else None)
+        for name, row in zip(names, result.layers):
             table.add_row(escape(name), row.class_name, shape_text(row.output_shape), f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
         out.print(table)
     else:
