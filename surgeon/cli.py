@@ -5,6 +5,8 @@ Exit codes: 0 success, 1 verification failed (nothing written), 2 bad input or u
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from surgeon.commands import convert as convert_command
@@ -30,6 +32,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+def _print_version(value: bool) -> None:
+    if value:
+        import surgeon  # its __version__ is the code running, also from a source tree
+
+        typer.echo(f"surgeon {surgeon.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print surgeon's version and exit.")] = False,
+) -> None:
+    """Rewrite saved Keras models so that fine-tuning does what you expect."""
+
 
 app.command("inspect")(inspect_command.inspect)
 app.command("verify")(verify_command.verify)

@@ -19,7 +19,7 @@ import numpy as np
 from surgeon.child_process import last_error_line, run_python
 from surgeon.io.keras_model import load_plain
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, compare, run, seeded_inputs
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, compare, rounding_floors, run, seeded_inputs
 
 # Runs in a child process: TF_USE_LEGACY_KERAS=1 makes tf.keras Keras 2 (tf_keras), which cannot
 # share a process with Keras 3.
@@ -53,7 +53,7 @@ def tf_keras_available() -> bool:
     return importlib.util.find_spec("tf_keras") is not None
 
 
-def check_against_keras2(original: str, candidate: str, *, samples: int, atol: float, rtol: float,
+def check_against_keras2(original: str, candidate: str, *, samples: int, atol: float | None, rtol: float,
                          allow_code: bool = False) -> OriginalRuntimeCheck:
     if not tf_keras_available():
         return OriginalRuntimeCheck(True, "tf_keras is not installed (pip install 'surgeon[keras2]'); "
@@ -70,7 +70,8 @@ def check_against_keras2(original: str, candidate: str, *, samples: int, atol: f
         expected_file = np.load(produced)
         expected = [expected_file[f"y{i}"] for i in range(len(expected_file.files))]
     names = list(model.output_names)
-    checks = compare(expected, run(model, inputs), names, mode="inference", atol=atol, rtol=rtol)
+    produced = run(model, inputs)
+    checks = compare(expected, produced, names, mode="inference", rtol=rtol, floors=rounding_floors(model, inputs, produced, atol))
     report = VerifyReport.of(checks, samples, atol, rtol)
     return OriginalRuntimeCheck(report.passed, None, report)
 

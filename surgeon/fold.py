@@ -7,6 +7,7 @@ with verification off never imports it.
 from __future__ import annotations
 
 from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
+from surgeon.errors import SurgeonError
 from surgeon.passes import PassReport
 from surgeon.passes.fold_bn import fold_bn
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
@@ -38,9 +39,26 @@ def fold_bn_file(
         (True, True)
     """
     def fold(spec: ModelSpec) -> tuple[ModelSpec, PassReport]:
-        return fold_bn(spec, fold_all=fold_all)
+        folded, report = fold_bn(spec, fold_all=fold_all)
+        check_something_to_fold(report)
+        return folded, report
 
     return rewrite_file(input_path, output_path, [fold], force=force, verify=verify, allow_code=allow_code)
+
+
+def check_something_to_fold(report: PassReport) -> None:
+    """Refuse to write an unchanged copy: say once why nothing was folded and what would fold it."""
+    if any(row["action"] != "left" for row in report.changes):
+        return
+    if not report.changes:
+        raise SurgeonError("the model has no BatchNormalization layer: there is nothing to fold; nothing written")
+    trainable = [row for row in report.changes if row["reason"] and row["reason"].startswith("trainable")]
+    if len(trainable) == len(report.changes):
+        raise SurgeonError(
+            f"none of the {len(trainable)} BatchNormalization layer(s) is frozen, and fold-bn folds only frozen ones "
+            "(folding a trainable BN changes fine-tuning): freeze the base first (surgeon prepare MODEL -o OUT --until LAYER "
+            "freezes and folds in one step), or fold them all with --all; nothing written"
+        )
 
 
 def fold_bn_model(model, fold_all: bool = False):

@@ -12,7 +12,8 @@ import numpy as np
 from surgeon.graph import Graph, recorded_tensors
 from surgeon.io.custom_classes import custom_layers
 from surgeon.io.files import MODEL_EXTENSIONS
-from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING
+from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS
+from surgeon.shapes import output_shape
 from surgeon.params import layer_param_count, param_counts
 from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, trainable_flag
 
@@ -24,7 +25,7 @@ OPTIMIZER_SLOTS = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Lion": 1, "A
 class LayerRow:
     path: str
     class_name: str
-    output_shape: str
+    output_shape: list | None  # [None, 224, 224, 3]; None where the file records none and no rule applies
     params: int
     trainable: bool
     nested_in: str
@@ -70,7 +71,7 @@ def inspect_spec(spec: ModelSpec) -> Inspection:
     for path, layer in spec.layers():
         params = layer_param_count(spec, path)
         rows.append(
-            LayerRow(path, layer.get("class_name", "?"), shapes.get(path, "?"), params, not frozen[path], path.rpartition("/")[0])
+            LayerRow(path, layer.get("class_name", "?"), shapes.get(path), params, not frozen[path], path.rpartition("/")[0])
         )
     counts = param_counts(spec)
     optimizer = (spec.compile_config or {}).get("optimizer")
@@ -103,9 +104,9 @@ def unreachable_batch_norms(spec: ModelSpec) -> list[dict]:
     return found
 
 
-def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
+def _output_shapes(model: dict, prefix: str = "") -> dict[str, list]:
     """Layer path -> output shape, read from the shapes Keras records on every consumer's input."""
-    shapes: dict[str, str] = {}
+    shapes: dict[str, list] = {}
     graph = Graph.of(model)
     for name, layer in graph.layers.items():
         if is_model_config(layer):
@@ -114,7 +115,7 @@ def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
     recorded = {tensor: shape for tensor, (shape, _) in recorded_tensors(model).items() if shape is not None}
     for (name, node_index, tensor_index), shape in recorded.items():
         if node_index == 0 and tensor_index == 0:
-            shapes.setdefault(prefix + name, _shape_text(shape))
+            shapes.setdefault(prefix + name, list(shape))
     for name, layer in graph.layers.items():
         if is_model_config(layer) and prefix + name in shapes:
             outputs = io_refs(layer["config"]["output_layers"])
@@ -126,16 +127,11 @@ def _output_shapes(model: dict, prefix: str = "") -> dict[str, str]:
             continue
         layer = graph.layers[name]
         inputs = [recorded.get(t) for t in graph.node_inputs.get((name, 0), [])]
-        if inputs and inputs[0] is not None:
-            if layer.get("class_name") == "Dense":
-                shapes[path] = _shape_text(list(inputs[0][:-1]) + [layer["config"]["units"]])
-            elif layer.get("class_name") in SHAPE_PRESERVING:
-                shapes[path] = _shape_text(inputs[0])
+        shape = output_shape(layer, inputs[0]) if inputs else None
+        if shape is not None:
+            shapes[path] = shape
     return shapes
 
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 # --- hazards ---------------------------------------------------------------------------------
@@ -144,7 +140,8 @@ def _shape_text(shape) -> str:
 def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
     hazards: list[Hazard] = []
     layers = dict(spec.layers())
-    frozen_bn = [p for p, l in layers.items() if l.get("class_name") == BATCH_NORMALIZATION and frozen[p]]
+    kept_frozen = _frozen_beside_trainable(spec, frozen)
+    frozen_bn = [p for p, l in layers.items() if l.get("class_name") == BATCH_NORMALIZATION and frozen[p] and p not in kept_frozen]
     if frozen_bn:
         hazards.append(Hazard(
             "frozen-batchnorm",
@@ -153,6 +150,9 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
             frozen_bn, f"surgeon fold-bn {_name(spec)} -o {_output(spec, 'folded')}",
         ))
     frozen_dropout = [p for p, l in layers.items() if l.get("class_name") in DROPOUT_LAYERS and frozen[p]]
+    # freeze refuses a model whose frozen part holds Dropout (its check would fail); prepare removes it.
+    rewrite = (f"surgeon prepare {_name(spec)} -o {_output(spec, 'prepared')}" if frozen_dropout
+               else f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}")
     if frozen_dropout:
         hazards.append(Hazard(
             "frozen-dropout",
@@ -174,9 +174,9 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
             hazards.append(Hazard(
                 "nested-flag-mismatch",
                 f"nested model '{path}' is {state} but {len(inner)} of its layers say otherwise: {effect}",
-                inner, f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')} --freeze '{path}/*'" if state == "frozen" else f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
+                inner, f"{rewrite} --freeze '{path}/*'" if state == "frozen" else rewrite,
             ))
-    hazards += _optimizer_hazards(spec, frozen)
+    hazards += _optimizer_hazards(spec, frozen, rewrite)
     code = code_carriers(spec.config)
     if code:
         hazards.append(Hazard(
@@ -191,7 +191,27 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
     return hazards
 
 
-def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
+def _frozen_beside_trainable(spec: ModelSpec, frozen: dict[str, bool]) -> set[str]:
+    """Frozen layers fed directly by a trainable layer with weights: frozen on purpose inside the
+    trainable part (a BN kept frozen under a fine-tuned conv), not part of a frozen base. fold-bn
+    leaves such a BN (folding it would reparametrize the trainable kernel), so it is no hazard."""
+    found = set()
+
+    def visit(model: dict, prefix: str) -> None:
+        graph = Graph.of(model)
+        for name, layer in graph.layers.items():
+            if is_model_config(layer):
+                visit(layer, f"{prefix}{name}/")
+                continue
+            producers = [prefix + tensor[0] for tensor in graph.node_inputs.get((name, 0), [])]
+            if frozen.get(prefix + name) and any(p in spec.weights and not frozen.get(p) for p in producers):
+                found.add(prefix + name)
+
+    visit(spec.config, "")
+    return found
+
+
+def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool], rewrite: str) -> list[Hazard]:
     stored = spec.optimizer_variables
     if not stored:
         return []
@@ -204,24 +224,26 @@ def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]
             "flag-after-compile",
             "layers saved as frozen still have optimizer state: trainable=False was set after compile()/fit(), "
             "so the training run that saved this file kept updating them",
-            slotted, f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
+            slotted, rewrite,
         ))
     elif spec.source.format == "keras" and optimizer_name in OPTIMIZER_SLOTS:
         trained = sum(1 for p, ws in spec.weights.items() if not frozen.get(p) for w in ws if w not in ("moving_mean", "moving_variance"))
         expected = 2 + OPTIMIZER_SLOTS[optimizer_name] * trained
-        if len(stored) != expected:
+        # Only "iterations" and "learning_rate": compiled but never trained, the optimizer was
+        # never built, so there are no slots to disagree with any flags.
+        if len(stored) not in (expected, 2):
             hazards.append(Hazard(
                 "flag-after-compile",
                 f"the stored {optimizer_name} state has {len(stored)} variables, but the saved trainable flags call for {expected}: "
                 "flags were changed after compile()/fit(); Keras will drop the optimizer state on load",
-                [], f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
+                [], rewrite,
             ))
     if spec.source.format == "h5":
         hazards.append(Hazard(
             "optimizer-state",
             "the .h5 file stores optimizer state; Keras 3 restores it into an optimizer built for another variable set, "
             "so fit() fails with \"Unknown variable\"",
-            [], f"surgeon freeze {_name(spec)} -o {_output(spec, 'ready')}",
+            [], rewrite,
         ))
     return hazards
 

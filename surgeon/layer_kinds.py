@@ -25,5 +25,12 @@ MODE_DEPENDENT = frozenset({BATCH_NORMALIZATION}) | DROPOUT_LAYERS
 
 
 def mode_dependent_layers(spec: ModelSpec) -> list[str]:
-    """Layers that still compute differently with ``training=True`` (BN, Dropout, noise)."""
-    return [path for path, layer in spec.layers() if layer.get("class_name") in MODE_DEPENDENT]
+    """Layers that still compute differently with ``training=True`` (BN, Dropout, noise).
+
+    A BatchNormalization whose own flag is False does not: Keras 3 uses batch statistics only
+    ``if training and self.trainable`` (BatchNormalization.call). Its own flag, not an enclosing
+    model's, since Keras 3 does not push a nested model's flag into its layers on load.
+    Dropout and noise layers ignore ``trainable``.
+    """
+    return [path for path, layer in spec.layers() if layer.get("class_name") in MODE_DEPENDENT
+            and not (layer.get("class_name") == BATCH_NORMALIZATION and layer.get("config", {}).get("trainable", True) is False)]

@@ -14,13 +14,16 @@ from surgeon.verify import VerifyReport
 
 
 def verification_table(report: VerifyReport, title: str = "Verification") -> Table:
-    table = Table(title=f"{title} ({report.samples} samples, pass if max abs <= {report.atol:g} + {report.rtol:g} x scale)", title_justify="left")
-    for column in ("output", "mode", "max abs error", "max rel error", "scale", "result"):
-        table.add_column(column, justify="right" if "error" in column or column == "scale" else "left")
+    floor = "a float32 floor" if report.atol is None else f"{report.atol:g}"
+    table = Table(title=f"{title} ({report.samples} samples, pass if max abs <= tolerance = {report.rtol:g} x output scale + {floor})",
+                  title_justify="left")
+    table.add_column("output", overflow="fold")  # names people type back are wrapped, never cut
+    for column in ("mode", "max abs", "max rel", "tolerance", "result"):
+        table.add_column(column, justify="left" if column in ("mode", "result") else "right", no_wrap=True)
     for check in report.checks:
         table.add_row(
-            escape(check.name), check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}", f"{check.scale:.3g}",
-            "[green]pass[/green]" if check.passed else "[red]FAIL[/red]",
+            escape(check.name), check.mode, f"{check.max_abs:.3g}", f"{check.max_rel:.3g}",
+            f"{report.rtol * check.scale + check.floor:.3g}", "[green]pass[/green]" if check.passed else "[red]FAIL[/red]",
         )
     return table
 
@@ -29,6 +32,8 @@ def print_verification(console: Console, report: VerifyReport | None, title: str
     if report is None:
         console.print("[yellow]verification skipped (--no-verify)[/yellow]")
         return
+    for note in report.notes:
+        console.print(f"note: {escape(note)}")
     if report.problem:
         console.print(f"[red]verification failed:[/red] {escape(report.problem)}")
         return
@@ -42,7 +47,7 @@ def changes_table(report: PassReport, columns: Iterable[str] | None = None) -> T
     columns = list(columns or dict.fromkeys(key for row in rows for key in row))
     table = Table(title=report.name, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # layer names wrap, never cut
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     return table

@@ -37,7 +37,7 @@ class VerifyOptions:
 
     enabled: bool = True
     samples: int | None = None  # DEFAULT_SAMPLES, fewer for large inputs
-    atol: float = DEFAULT_ATOL
+    atol: float | None = DEFAULT_ATOL  # None: measured from float32 rounding (verify.rounding_floors)
     rtol: float | None = None  # DEFAULT_RTOL, MIXED_PRECISION_RTOL when layers compute in float16
     training_check: bool | None = None  # when nothing that acts in training mode is left
     inputs: str | None = None  # an .npz of user inputs
@@ -247,7 +247,7 @@ def verify_files(
     *,
     inputs: str | None = None,
     samples: int | None = None,
-    atol: float = DEFAULT_ATOL,
+    atol: float | None = DEFAULT_ATOL,
     rtol: float | None = None,
     training_check: bool = False,
     allow_code: bool = False,

@@ -7,6 +7,7 @@ compared with the original, then kept together (or neither).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -17,7 +18,7 @@ from surgeon.io.keras_model import build_keras_model, load_plain, spec_from_kera
 from surgeon.passes.split import SplitReport, split
 from surgeon.rewrite import VerifyOptions, write_verified
 from surgeon.spec import ModelSpec, io_refs
-from surgeon.verify import VerifyReport, compare, load_inputs, run, seeded_inputs
+from surgeon.verify import VerifyReport, compare, informative_inputs, load_inputs, output_names, rounding_floors, run
 
 
 @dataclasses.dataclass
@@ -69,6 +70,30 @@ def split_file(
         >>> result.base, result.top, result.passed
         ('/tmp/nested_base.keras', '/tmp/nested_top.keras', True)
     """
+    with output_directory(directory) as created:
+        result = _split_file(input_path, at, base_path, top_path, directory, force, fold_bn, verify, allow_code)
+        if result.base is None and created and not os.listdir(created):
+            os.rmdir(created)  # nothing written: leave no trace, not even the folder
+        return result
+
+
+@contextlib.contextmanager
+def output_directory(directory: str | None):
+    """Create ``directory`` if only it is missing (its parent exists), as ``mkdir`` would; yield it
+    if it was created here, and remove it again if an error leaves it empty."""
+    if directory is None or os.path.isdir(directory) or not os.path.isdir(os.path.dirname(os.path.abspath(directory))):
+        yield None  # exists, or not asked for, or a missing parent: check_output_path says so
+        return
+    os.mkdir(directory)
+    try:
+        yield directory
+    except BaseException:
+        if os.path.isdir(directory) and not os.listdir(directory):
+            os.rmdir(directory)
+        raise
+
+
+def _split_file(input_path, at, base_path, top_path, directory, force, fold_bn, verify, allow_code) -> SplitResult:
     base_path, top_path = default_outputs(input_path, directory, base_path, top_path)
     if os.path.abspath(base_path) == os.path.abspath(top_path):
         raise SurgeonError(f"the base and the top would both be written to '{base_path}'; give different --base-out and --top-out")
@@ -100,23 +125,27 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
         top = load_plain(top_path, allow_code=allow_code)
     except Exception as error:  # a written file Keras cannot load is a failed verification
         return VerifyReport(False, [], 0, options.atol, options.rtol, problem=f"a written file does not load with plain Keras: {one_line(error)}")
-    inputs = load_inputs(options.inputs, reference) if options.inputs else seeded_inputs(reference, options.samples)
+    given = load_inputs(options.inputs, reference) if options.inputs else None
+    inputs, expected, floors, notes, problem = informative_inputs(reference, given, options.samples, 0, options.atol, output_names(reference))
+    if problem:
+        return VerifyReport(False, [], inputs[0].shape[0], options.atol, options.rtol, problem=problem, notes=notes)
     input_names = [ref[0] for ref in io_refs(original.config["config"]["input_layers"])]
-    checks = compose_checks(reference, base, top, inputs, input_names, report, atol=options.atol, rtol=options.rtol)
-    return VerifyReport.of(checks, inputs[0].shape[0], options.atol, options.rtol)
+    checks = compose_checks(reference, base, top, inputs, input_names, report, expected=expected, floors=floors,
+                            atol=options.atol, rtol=options.rtol)
+    return VerifyReport.of(checks, inputs[0].shape[0], options.atol, options.rtol, notes=notes)
 
 
 def compose_checks(reference, base, top, inputs: list[np.ndarray], input_names: list[str], report: SplitReport,
-                   *, atol: float, rtol: float):
-    """top(base(x)) against reference(x) in inference mode, and the base's features across modes."""
+                   *, expected: list[np.ndarray], floors: list[float], atol: float | None, rtol: float):
+    """top(base(x)) against reference(x) (``expected``) in inference mode, and the base's features across modes."""
     by_name = dict(zip(input_names, inputs))
     base_inputs = [by_name[name] for name in report.base_inputs]
     features = run(base, base_inputs)
     top_inputs = features + [by_name[name] for name in report.passthrough_inputs]
-    names = list(getattr(reference, "output_names", None) or [f"output_{i}" for i in range(len(reference.outputs))])
-    checks = compare(run(reference, inputs), run(top, top_inputs), names, mode="inference", atol=atol, rtol=rtol)
+    checks = compare(expected, run(top, top_inputs), output_names(reference), mode="inference", rtol=rtol, floors=floors)
     feature_names = [f"features:{t.name}" for t in report.cut]
-    checks += compare(features, run(base, base_inputs, training=True), feature_names, mode="training", atol=atol, rtol=rtol)
+    feature_floors = rounding_floors(base, base_inputs, features, atol)
+    checks += compare(features, run(base, base_inputs, training=True), feature_names, mode="training", rtol=rtol, floors=feature_floors)
     return checks
 
 

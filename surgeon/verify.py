@@ -17,10 +17,19 @@ from surgeon.errors import SurgeonError, one_line
 from surgeon.io.keras_model import load_plain
 
 DEFAULT_SAMPLES = 8
-DEFAULT_ATOL = 1e-6
+# None: the absolute floor of the tolerance is measured per output (``rounding_floors``), not a
+# constant. A constant 1e-6 was six times the whole signal of an untrained deep base whose outputs
+# are ~1.6e-7, so any rewrite of it passed.
+DEFAULT_ATOL = None
 # Relative to the output's scale (its largest magnitude): float32 folding error is ~1e-7 of the
 # scale, while a BN folded on a wrong axis or without epsilon is off by 1e-3 or more.
 DEFAULT_RTOL = 1e-4
+# The floor is this many times what the outputs move when every input value moves by one float32
+# rounding step (one ulp): a rewrite rounds at every layer (folded kernels, reordered sums), not
+# only at the input, so its legitimate error is a multiple of that.
+ROUNDING_FACTOR = 8
+# When the seeded inputs give outputs that do not vary, these input ranges are tried in turn.
+INPUT_SPREADS = (10.0, 0.1, 100.0)
 # float16 compute rounds every layer to ~1e-3: two equivalent mixed-precision models (folded or
 # not) differ by about that much of the output scale (measured: 7e-4 MobileNetV2, 1.1e-3
 # ResNet50). 1e-2 still fails a wrong-axis fold, which is off by 1e-1 or more.
@@ -35,6 +44,7 @@ class OutputCheck:
     max_rel: float
     scale: float
     passed: bool
+    floor: float = 0.0  # the absolute part of the tolerance: max abs <= rtol x scale + floor
 
 
 @dataclasses.dataclass
@@ -42,15 +52,16 @@ class VerifyReport:
     passed: bool
     checks: list[OutputCheck]
     samples: int
-    atol: float
+    atol: float | None  # None: floors measured from float32 rounding (OutputCheck.floor)
     rtol: float
     problem: str | None = None  # why the candidate could not even be compared
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def of(cls, checks: list[OutputCheck], samples: int, atol: float, rtol: float) -> "VerifyReport":
+    def of(cls, checks: list[OutputCheck], samples: int, atol: float | None, rtol: float, notes: list[str] | None = None) -> "VerifyReport":
         """The report on ``checks``: passed when every one passed, and there was at least one
         (no output compared is no check at all, not a pass)."""
-        return cls(bool(checks) and all(check.passed for check in checks), checks, samples, atol, rtol)
+        return cls(bool(checks) and all(check.passed for check in checks), checks, samples, atol, rtol, notes=list(notes or []))
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "max_abs": self.max_abs, "max_rel": self.max_rel}
@@ -64,10 +75,10 @@ class VerifyReport:
         return max((c.max_rel for c in self.checks), default=0.0)
 
 
-def seeded_inputs(model, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[np.ndarray]:
+def seeded_inputs(model, samples: int = DEFAULT_SAMPLES, seed: int = 0, spread: float = 1.0) -> list[np.ndarray]:
     """Deterministic inputs shaped from the model's input spec, in a range that suits images.
 
-    Float inputs are uniform in [-1, 1] (what ``preprocess_input`` gives most applications);
+    Float inputs are uniform in [-spread, spread], by default [-1, 1] (what ``preprocess_input`` gives most applications);
     pixel values in [0, 255] would saturate a softmax head and hide a wrong weight behind
     outputs of exactly 0 and 1. Integer inputs are small non-negative ids; unknown (None)
     sizes become 32.
@@ -80,7 +91,7 @@ def seeded_inputs(model, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[
         if np.issubdtype(dtype, np.integer):
             arrays.append(rng.integers(0, 10, size=shape).astype(dtype))
         else:
-            arrays.append(rng.uniform(-1.0, 1.0, size=shape).astype(dtype))
+            arrays.append(rng.uniform(-spread, spread, size=shape).astype(dtype))
     return arrays
 
 
@@ -131,13 +142,15 @@ def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: 
     return [np.concatenate(parts) for parts in zip(*pieces)]
 
 
-def compare(reference: list[np.ndarray], candidate: list[np.ndarray], names: list[str], *, mode: str, atol: float, rtol: float) -> list[OutputCheck]:
+def compare(reference: list[np.ndarray], candidate: list[np.ndarray], names: list[str], *, mode: str, rtol: float,
+            floors: list[float]) -> list[OutputCheck]:
+    """One check per output: pass if ``max abs <= rtol x scale + floor`` (``floors`` from ``rounding_floors``)."""
     if len(reference) != len(candidate):
         raise SurgeonError(f"the models have {len(reference)} and {len(candidate)} outputs; they are not comparable")
     checks = []
-    for name, ref, cand in zip(names, reference, candidate):
+    for name, ref, cand, floor in zip(names, reference, candidate, floors):
         if ref.shape != cand.shape:
-            checks.append(OutputCheck(name, mode, float("inf"), float("inf"), 0.0, False))
+            checks.append(OutputCheck(name, mode, float("inf"), float("inf"), 0.0, False, floor))
             continue
         ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
         difference = np.abs(ref64 - cand64)
@@ -145,8 +158,71 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray], names: lis
         scale = float(np.abs(ref64).max()) if ref64.size else 0.0
         max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
         finite = bool(np.isfinite(cand64).all() == np.isfinite(ref64).all())
-        checks.append(OutputCheck(name, mode, max_abs, max_rel, scale, finite and max_abs <= atol + rtol * scale))
+        checks.append(OutputCheck(name, mode, max_abs, max_rel, scale, finite and max_abs <= rtol * scale + floor, floor))
     return checks
+
+
+def rounding_floors(model, inputs: list[np.ndarray], expected: list[np.ndarray], atol: float | None = None) -> list[float]:
+    """Per output, the absolute error float32 rounding alone can explain (or ``atol`` if the user gave one).
+
+    Measured, not assumed: every float input value is moved by one ulp (float32 rounding step) in a
+    random direction, and the floor is ROUNDING_FACTOR times the largest change that makes in each
+    output. It is large where the model amplifies rounding (outputs that are small differences of
+    large intermediates) and vanishes where the outputs are tiny, so that the relative term decides.
+
+    Example:
+        >>> rounding_floors(model, inputs, run(model, inputs))   # a ResNet50 head's softmax
+        [3.4e-09]
+    """
+    if atol is not None:
+        return [float(atol)] * len(expected)
+    rng = np.random.default_rng(1)
+    nudged = []
+    for x in inputs:
+        if np.issubdtype(x.dtype, np.floating):
+            towards = np.where(rng.random(x.shape) < 0.5, -np.inf, np.inf).astype(x.dtype)
+            x = np.nextafter(x, towards)
+        nudged.append(x)
+    moved = run(model, nudged)
+    return [ROUNDING_FACTOR * float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0 for a, b in zip(expected, moved)]
+
+
+def constant_outputs(expected: list[np.ndarray], floors: list[float], names: list[str]) -> list[str]:
+    """Outputs that prove nothing: all zero, or (with several samples) the same for every input."""
+    found = []
+    for name, values, floor in zip(names, expected, floors):
+        values = values.astype(np.float64)
+        if not values.size or not np.abs(values).max() > 0:
+            found.append(name)
+        elif values.shape[0] > 1 and not np.ptp(values, axis=0).max() > floor:
+            found.append(name)
+    return found
+
+
+def informative_inputs(model, inputs: list[np.ndarray] | None, samples: int, seed: int, atol: float | None, names: list[str]):
+    """``(inputs, expected, floors, notes, problem)``: inputs on which the model's outputs vary.
+
+    A comparison of outputs that are all zero, or identical for every input, passes for any
+    rewrite. Seeded inputs are widened or narrowed (INPUT_SPREADS) until every output varies;
+    user-given inputs are kept. If no inputs make them vary, ``problem`` says so: the check fails
+    rather than pass on nothing.
+    """
+    given = inputs is not None
+    trials = [inputs] if given else [seeded_inputs(model, samples, seed, spread) for spread in (1.0, *INPUT_SPREADS)]
+    notes: list[str] = []
+    for trial in trials:
+        expected = run(model, trial)
+        floors = rounding_floors(model, trial, expected, atol)
+        constant = constant_outputs(expected, floors, names)
+        if not constant:
+            return trial, expected, floors, notes, None
+        if not notes:
+            notes.append(f"output(s) {', '.join(constant)} are all zero or the same for every input tried: "
+                         "a comparison on them proves nothing" + ("" if given else "; trying wider and narrower inputs"))
+    where = "the inputs given" if given else f"seeded inputs in [-s, s] for s in 1, {', '.join(f'{s:g}' for s in INPUT_SPREADS)}"
+    problem = (f"output(s) {', '.join(constant)} are all zero or the same for every input ({where}), so no comparison "
+               "can tell a correct rewrite from a wrong one; give real inputs with --inputs X.npz (or --no-verify)")
+    return trial, expected, floors, notes, problem
 
 
 def verify_model(
@@ -155,7 +231,7 @@ def verify_model(
     *,
     inputs: list[np.ndarray] | None = None,
     samples: int = DEFAULT_SAMPLES,
-    atol: float = DEFAULT_ATOL,
+    atol: float | None = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     training_check: bool = False,
     allow_code: bool = False,
@@ -171,15 +247,19 @@ def verify_model(
         candidate = load_plain(candidate_path, allow_code=allow_code)
     except Exception as error:  # any failure to load is a failed verification, not a crash
         return VerifyReport(False, [], 0, atol, rtol, problem=f"the written file does not load with plain Keras: {one_line(error)}")
-    if inputs is None:
-        inputs = seeded_inputs(reference_model, samples, seed)
     _check_same_inputs(reference_model, candidate)
-    names = list(getattr(reference_model, "output_names", None) or [f"output_{i}" for i in range(len(reference_model.outputs))])
-    expected = run(reference_model, inputs)
-    checks = compare(expected, run(candidate, inputs), names, mode="inference", atol=atol, rtol=rtol)
+    names = output_names(reference_model)
+    inputs, expected, floors, notes, problem = informative_inputs(reference_model, inputs, samples, seed, atol, names)
+    if problem:
+        return VerifyReport(False, [], inputs[0].shape[0], atol, rtol, problem=problem, notes=notes)
+    checks = compare(expected, run(candidate, inputs), names, mode="inference", rtol=rtol, floors=floors)
     if training_check:
-        checks += compare(expected, run(candidate, inputs, training=True), names, mode="training", atol=atol, rtol=rtol)
-    return VerifyReport.of(checks, inputs[0].shape[0], atol, rtol)
+        checks += compare(expected, run(candidate, inputs, training=True), names, mode="training", rtol=rtol, floors=floors)
+    return VerifyReport.of(checks, inputs[0].shape[0], atol, rtol, notes=notes)
+
+
+def output_names(model) -> list[str]:
+    return list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
 
 
 def _check_same_inputs(reference, candidate) -> None:

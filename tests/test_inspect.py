@@ -55,9 +55,9 @@ def test_normalization_mean_variance_and_count_are_not_trainable(tmp_path, suffi
 def test_layer_table_lists_nested_layers_with_their_output_shapes():
     report = inspect_json("nested.h5")
     rows = {row["path"]: row for row in report["layers"]}
-    assert rows["base/base_conv1"]["output_shape"] == "(None, 16, 16, 8)"
+    assert rows["base/base_conv1"]["output_shape"] == [None, 16, 16, 8]  # a list in JSON, not text
     assert rows["base/base_conv1"]["trainable"] is False
-    assert rows["head"]["output_shape"] == "(None, 3)"
+    assert rows["head"]["output_shape"] == [None, 3]
     assert rows["head"]["trainable"] is True
 
 

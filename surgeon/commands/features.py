@@ -52,8 +52,8 @@ def features(
 
     out = console()
     table = Table(title=f"Features of {result.count} samples from {result.data}", title_justify="left")
-    table.add_column("key")
-    table.add_column("shape")
+    table.add_column("key", overflow="fold")
+    table.add_column("shape", overflow="fold")
     for key, shape in result.features.items():
         table.add_row(key, str(tuple(shape)))
     out.print(table)

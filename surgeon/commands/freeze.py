@@ -121,7 +121,7 @@ def print_result(result) -> None:
         table.add_row("before", f"{before.trainable:,}", f"{before.non_trainable:,}")
         table.add_row("after", f"{after.trainable:,}", f"{after.non_trainable:,}")
         out.print(table)
-        merged = PassReport("flags changed", [row for report in flags for row in report.changes])
+        merged = PassReport("flags changed", net_flag_changes(flags))
         if merged.changes:
             out.print(changes_table(merged, ["layer", "type", "params", "before", "after"]))
         else:
@@ -130,6 +130,9 @@ def print_result(result) -> None:
         report = by_name.get(name)
         if report is not None and report.changes:
             out.print(f"{name}: {action_counts(report)}")
+            left = [row for row in report.changes if row.get("action") == "left"]
+            if left:  # the note "see 'reason'" points here
+                out.print(changes_table(PassReport(f"{name}: left", left), ["layer", "reason"]))
     for report in result.passes:
         if report.name == "recompile":
             for row in report.changes:
@@ -144,3 +147,20 @@ def print_result(result) -> None:
         out.print(f"[green]wrote[/green] {result.output}")
     else:
         out.print("[red]nothing written[/red]: the checks above failed")
+
+
+def net_flag_changes(reports) -> list[dict]:
+    """One row per layer whose flag ends changed: the first pass's "before", the last one's "after".
+
+    prepare runs two flag passes (the selection, then the BN rule): a BN unfrozen by the first and
+    frozen again by the second has not changed at all.
+    """
+    rows: dict[str, dict] = {}
+    for report in reports:
+        for row in report.changes:
+            if row["layer"] in rows:
+                rows[row["layer"]] = {**rows[row["layer"]], "after": row["after"]}
+            else:
+                rows[row["layer"]] = dict(row)
+    return [row for row in rows.values() if row["before"] != row["after"]]
+

@@ -42,17 +42,20 @@ def _print(result, all_layers: bool) -> None:
     from rich.table import Table
 
     from surgeon.report import print_notes
+    from surgeon.shapes import shape_text
 
     out = console()
     source = escape(f"{result.path} ({result.format}, Keras {result.keras_version or '?'})")
     if all_layers:
         table = Table(title=f"Model '{result.model_name}' from {source}", title_justify="left")
+        names = ["  " * row.path.count("/") + row.path.rpartition("/")[2] for row in result.layers]
+        # Names people type back (--until, --at) keep their width as far as the terminal allows
+        # (the other columns need ~50 characters) and wrap beyond it: never cut.
+        layer_width = max(5, min(max(map(len, names), default=5), out.width - 50))
         for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"), ("trainable", "left")):
-            table.add_column(column, justify=justify)
-        for row in result.layers:
-            depth = row.path.count("/")
-            name = "  " * depth + row.path.rpartition("/")[2]
-            table.add_row(escape(name), row.class_name, row.output_shape, f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
+            table.add_column(column, justify=justify, overflow="fold", min_width=layer_width if column == "layer" else None)
+        for name, row in zip(names, result.layers):
+            table.add_row(escape(name), row.class_name, shape_text(row.output_shape), f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
         out.print(table)
     else:
         out.print(f"Model '{result.model_name}' from {source}")

@@ -18,7 +18,7 @@ from surgeon.verify import DEFAULT_ATOL
 def split(
     model: ModelPath,
     at: Annotated[str | None, typer.Option("--at", help="The last layer of the base (a nested layer as 'base/block3_out'). Default: the natural cut.", show_default=False)] = None,
-    directory: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Folder for <stem>_base and <stem>_top (default: the model's folder).", show_default=False)] = None,
+    directory: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Folder for <stem>_base and <stem>_top, created if missing (default: the model's folder).", show_default=False)] = None,
     base_out: Annotated[Path | None, typer.Option("--base-out", help="The base file (.keras or .h5).", show_default=False)] = None,
     top_out: Annotated[Path | None, typer.Option("--top-out", help="The top file (.keras or .h5).", show_default=False)] = None,
     fold_bn: Annotated[bool, typer.Option("--fold-bn", help="Fold the base's BatchNormalization into the preceding layers instead of only freezing it.")] = False,
@@ -63,16 +63,16 @@ def _print(result, print_verification) -> None:
     from rich.table import Table
 
     from surgeon.report import changes_table, print_notes
+    from surgeon.shapes import shape_text
 
     out = console()
     report = result.report
     out.print(f"Cut after [bold]{report.at}[/bold] ({report.chosen_by})")
     table = Table(title="Tensors crossing the cut (base outputs = top inputs, in this order)", title_justify="left")
     for column in ("#", "top input", "computed by", "shape"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for index, tensor in enumerate(report.cut):
-        shape = "(" + ", ".join("None" if d is None else str(d) for d in tensor.shape) + ")" if tensor.shape else "?"
-        table.add_row(str(index), tensor.name, tensor.source, shape)
+        table.add_row(str(index), tensor.name, tensor.source, shape_text(tensor.shape))
     for offset, name in enumerate(report.passthrough_inputs):
         table.add_row(str(len(report.cut) + offset), name, "model input (passed to the top directly)", "")
     out.print(table)

@@ -38,7 +38,15 @@ OPTIMIZER_NAMES = {name.lower(): name for name in (
 )}
 
 
-SHARED_KEYS = ("loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile")
+# What Keras' own legacy saver writes for ``compile(optimizer, loss)`` with nothing else given
+# (Model._compile_config, keras/src/legacy/saving/saving_utils.py: model_metadata). Its loader
+# reads some of these keys unconditionally (``training_config["loss_weights"]``), so a compile
+# config made from command-line options alone must still carry every one of them.
+TRAINING_CONFIG_DEFAULTS = {
+    "loss": None, "loss_weights": None, "metrics": None, "weighted_metrics": None,
+    "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False,
+}
+SHARED_KEYS = tuple(TRAINING_CONFIG_DEFAULTS)
 
 
 def from_training_config(training_config: dict | None) -> dict | None:
@@ -74,7 +82,8 @@ def _with_module(value, module: str):
 def to_training_config(compile_config: dict | None) -> dict | None:
     if not compile_config:
         return None
-    training_config = {key: _strip_modules(copy.deepcopy(compile_config.get(key))) for key in SHARED_KEYS if key in compile_config}
+    training_config = {key: _strip_modules(copy.deepcopy(compile_config.get(key, default)))
+                       for key, default in TRAINING_CONFIG_DEFAULTS.items()}
     for key in ("loss", "metrics", "weighted_metrics"):
         if key in training_config:
             training_config[key] = _spell_out(training_config[key])

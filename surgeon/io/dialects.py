@@ -16,7 +16,7 @@ from surgeon.io.compile_config import translate_training_config
 from surgeon.io.keras2 import is_keras2, looks_like_keras2, translate_model_config
 from surgeon.io.keras3_fixups import fix_keras3_config, fix_keras3_weights
 from surgeon.io.sequential import convert_sequentials
-from surgeon.spec import MODEL_CLASSES, is_model_config, iter_layers, layer_name, map_io_refs
+from surgeon.spec import MODEL_CLASSES, is_keras_tensor, is_model_config, iter_layers, layer_name, map_io_refs
 from surgeon.weight_names import weight_names
 
 
@@ -146,4 +146,22 @@ def to_keras_config(model_config: dict) -> dict:
     """The spec's config as Keras 3 expects to read it (a copy)."""
     keras_config = copy.deepcopy(model_config)
     _shift_io_refs(keras_config, +1)
+    _placeholder_shapes(keras_config)
     return keras_config
+
+
+def _placeholder_shapes(obj) -> None:
+    """Give tensors of unknown shape (a Sequential's, see sequential.py) the shape ``[None]``.
+
+    Keras builds a placeholder tensor from every recorded shape and refuses an undefined one,
+    but then wires the real tensor in its place (functional_from_config): any shape will do.
+    """
+    if is_keras_tensor(obj):
+        if obj["config"].get("shape") is None:
+            obj["config"]["shape"] = [None]
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _placeholder_shapes(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            _placeholder_shapes(value)

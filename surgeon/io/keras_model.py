@@ -114,10 +114,10 @@ def _explain_build_failure(error: Exception) -> str:
     text = one_line(error, limit=None)
     if "Unknown layer" in text or "Could not locate class" in text or "could not be deserialized" in text.lower():
         return (
-            f"the model uses a layer class Keras does not know ({text[:200]}); "
+            f"the model uses a layer class Keras does not know ({one_line(text, 200)}); "
             "register the class with keras.saving.register_keras_serializable or use built-in layers"
         )
-    return f"Keras cannot rebuild the model from its config: {text[:300]}"
+    return f"Keras cannot rebuild the model from its config: {one_line(text, 300)}"
 
 
 def compile_model(model, compile_config: dict) -> None:
@@ -189,7 +189,8 @@ def spec_from_keras_model(model) -> ModelSpec:
     door = translate(config, None, keras.__version__)
     spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))
     for path, layer_config in iter_layers(spec.config):
-        if is_model_config(layer_config):
+        # A Sequential model's InputLayer is not among its layers (get_layer cannot find it).
+        if is_model_config(layer_config) or layer_config.get("class_name") == "InputLayer":
             continue
         layer = keras_layer(model, path)
         if layer.weights:

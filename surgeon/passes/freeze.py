@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, did_you_mean
 from surgeon.graph import Graph
 from surgeon.layer_kinds import BATCH_NORMALIZATION
 from surgeon.params import ParamCounts, layer_param_count, param_counts
@@ -158,12 +158,12 @@ def resolve_layer(name: str, order: list[str]) -> str:
         return matches[0]
     if matches:
         raise SurgeonError(f"layer name '{name}' is ambiguous: {', '.join(matches)}; give the full path")
-    raise SurgeonError(f"no layer named '{name}' in the model; run `surgeon inspect` to list them")
+    raise SurgeonError(f"no layer named '{name}' in the model{did_you_mean(name, paths)} (`surgeon inspect` lists them)")
 
 
 def matching_paths(pattern: str, order: list[str]) -> list[str]:
     """Leaf paths selected by a glob: a match on a nested model selects everything inside it."""
     hits = {p for p in _all_paths(order) if fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(p.rpartition("/")[2], pattern)}
     if not hits:
-        raise SurgeonError(f"no layer matches '{pattern}'; run `surgeon inspect` to list the layer names")
+        raise SurgeonError(f"no layer matches '{pattern}'{did_you_mean(pattern, _all_paths(order))} (`surgeon inspect` lists the layer names)")
     return [p for p in order if p in hits or any(p.startswith(h + "/") for h in hits)]

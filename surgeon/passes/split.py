@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, did_you_mean
 from surgeon.graph import Graph, Node, Tensor, recorded_tensors
 from surgeon.passes import PassReport
 from surgeon.passes.fold_bn import fold_bn as fold_bn_pass
@@ -293,8 +293,8 @@ def _split_model(model: dict, at: list[str], prefix: str) -> _Halves:
     graph = Graph.of(model)
     name = at[0]
     if name not in graph.layers:
-        known = ", ".join(list(graph.layers)[:12])
-        raise SurgeonError(f"no layer named '{prefix}{name}' in the model (layers here: {known}); run `surgeon inspect` to list them")
+        raise SurgeonError(f"no layer named '{prefix}{name}' in the model{did_you_mean(name, list(graph.layers))} "
+                           "(`surgeon inspect` lists them)")
     if len(at) > 1 and not is_model_config(graph.layers[name]):
         raise SurgeonError(f"'{prefix}{name}' is not a nested model, so '{prefix}{'/'.join(at)}' names no layer")
     level, problems = _analyse(graph, name, inside=len(at) > 1)

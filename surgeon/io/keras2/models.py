@@ -13,6 +13,7 @@ from surgeon.io.keras2.layer_configs import translate_layer_config
 from surgeon.io.keras2.nodes import Call, parse_node
 from surgeon.io.keras2.shapes import infer_shape, placeholder_shape
 from surgeon.io.keras2.tf_ops import GRAPH_RULES
+from surgeon.io.sequential import sequential_input_layer
 from surgeon.spec import MODEL_CLASSES, keras_tensor, map_io_refs, unique_name
 
 
@@ -262,22 +263,12 @@ def _translate_sequential(cfg, ctx: TranslationContext) -> tuple[dict, list | No
     shape = None
     build_shape = cfg.get("build_input_shape")
     if layers and layers[0]["class_name"] != "InputLayer":
-        c0 = layers[0]["config"]
-        bis = c0.get("batch_input_shape")
-        if bis is None and "input_shape" in c0:
-            bis = [None] + list(c0["input_shape"])
-        if bis is None and "input_dim" in c0:
-            bis = [None, c0["input_dim"]]
-        if bis is not None:
-            in_name = unique_name(f"{renames.get(old_names[0], old_names[0])}_input", taken)
-            dt = c0.get("dtype", "float32")
-            if isinstance(dt, dict):
-                dt = (dt.get("config") or {}).get("name", "float32")
-            out.append({"class_name": "InputLayer", "config": {
-                "batch_shape": list(bis), "dtype": dt, "sparse": False, "ragged": False,
-                "name": in_name}})
+        first = {"config": {**layers[0]["config"], "name": renames.get(old_names[0], old_names[0])}}
+        input_layer = sequential_input_layer(first, None, taken)
+        if input_layer is not None:
+            out.append({"class_name": "InputLayer", "config": input_layer["config"]})
             ctx.note("batch_input_shape of a Sequential's first layer written as an InputLayer")
-            shape = list(bis)
+            shape = list(input_layer["config"]["batch_shape"])
     for layer, old in zip(layers, old_names):
         cls = layer["class_name"]
         name = renames.get(old, old)
