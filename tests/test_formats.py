@@ -32,8 +32,9 @@ def test_a_new_reader_joins_with_one_row(tmp_path, monkeypatch):
 
 
 def test_a_reader_name_registered_twice_is_refused():
-    with pytest.raises(KeyError, match="'h5' is already registered"):
-        unique_readers(*formats.READERS, formats.READERS[0])
+    first = formats.READERS[0]
+    with pytest.raises(KeyError, match=f"'{first.name}' is already registered"):
+        unique_readers(*formats.READERS, first)
 
 
 def test_a_pass_name_registered_twice_is_refused():
