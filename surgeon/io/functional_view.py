@@ -104,6 +104,8 @@ def _expand_nested(config: dict, model) -> None:
     import keras
 
     for entry in config.get("config", {}).get("layers", []):
+        if entry.get("class_name") == "InputLayer":
+            continue  # a Sequential's InputLayer is in its config but not among its layers
         live = model.get_layer(layer_name(entry))
         if not isinstance(live, keras.Model) or (is_functional_subclass(live) and not expandable(live)):
             continue
