@@ -148,7 +148,9 @@ def rewrite_file(
     verification = None
     with pending_outputs([output_path]) as pending:
         temporary = pending.path(output_path)
-        write_model(rewritten, temporary, allow_code=allow_code)
+        fallback = write_model(rewritten, temporary, allow_code=allow_code)
+        if fallback:
+            notes.append(fallback)
         if verify.enabled:
             verification = verify_against(original, temporary, verify, allow_code=allow_code)
             if not verification.passed:

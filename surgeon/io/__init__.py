@@ -26,8 +26,12 @@ def read_model(path: str, *, values: bool = True) -> ModelSpec:
     return read_keras(path, values=values)
 
 
-def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> None:
-    """Write ``spec`` to ``path`` in the format its extension names (no atomicity here: see output.py)."""
+def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> str | None:
+    """Write ``spec`` to ``path`` in the format its extension names (no atomicity here: see output.py).
+
+    Returns a note when a slower fallback wrote the file (Keras' own saver for a `.keras` model
+    the direct writer cannot express), else None.
+    """
     if format_for_output(path) == "h5":
         from surgeon.io.h5_writer import write_h5
 
@@ -35,7 +39,7 @@ def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> None
     else:
         from surgeon.io.keras_writer import write_keras
 
-        write_keras(spec, path, allow_code=allow_code)
+        return write_keras(spec, path, allow_code=allow_code)
 
 
 __all__ = ["read_model", "write_model", "detect_input", "format_for_output"]
