@@ -16,14 +16,18 @@ def read_model(path: str, *, values: bool = True) -> ModelSpec:
         >>> spec.weights["bn1"]["moving_variance"].shape
         (8,)
     """
+    from surgeon.watchdog import guarded
+
     kind = detect_input(path)
-    if kind == "h5":
-        from surgeon.io.h5_reader import read_h5
+    # A damaged HDF5 file can make libhdf5 loop forever; under the CLI a watchdog ends that.
+    with guarded(path):
+        if kind == "h5":
+            from surgeon.io.h5_reader import read_h5
 
-        return read_h5(path, values=values)
-    from surgeon.io.keras_reader import read_keras
+            return read_h5(path, values=values)
+        from surgeon.io.keras_reader import read_keras
 
-    return read_keras(path, values=values)
+        return read_keras(path, values=values)
 
 
 def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> str | None:
