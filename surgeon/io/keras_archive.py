@@ -31,7 +31,7 @@ import numpy as np
 from surgeon.graph import Graph
 from surgeon.io.dialects import to_keras_config
 from surgeon.io.h5_writer import keras_version
-from surgeon.io.weight_names import WEIGHT_NAMES, is_trainable_weight, weight_names
+from surgeon.weight_names import WEIGHT_NAMES, is_trainable_weight, weight_names
 from surgeon.spec import ModelSpec, is_model_config, layer_name, trainable_flag
 
 CONFIG = "config.json"
