@@ -18,7 +18,8 @@ from surgeon.layer_kinds import mode_dependent_layers
 from surgeon.passes import PassReport
 from surgeon.spec import ModelSpec
 from surgeon.verify import (
-    DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL, VerifyReport, load_inputs, verify_model,
+    DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL, VerifyReport, check_file, load_inputs,
+    reference_outputs, verify_model,
 )
 
 SpecPass = Callable[[ModelSpec], tuple[ModelSpec, PassReport]]
@@ -156,6 +157,11 @@ def rewrite_file(
         fallback = write_model(rewritten, temporary, allow_code=allow_code)
         if fallback:
             notes.append(fallback)
+        # The file holds the rewritten weights now; verification needs the original's outputs
+        # and the file, so the arrays only the rewrite made are dropped (after_write reads the
+        # spec's config and source, never its weights). With no pass, rewritten *is* the original.
+        if rewritten is not original:
+            rewritten.weights = {}
         if verify.enabled:
             verification = verify_against(original, temporary, verify, allow_code=allow_code)
             if not verification.passed:
@@ -168,18 +174,28 @@ def rewrite_file(
 
 
 def verify_against(original: ModelSpec, candidate_path: str, options: VerifyOptions, *, allow_code: bool = False) -> VerifyReport:
+    """Verify the written file against ``original``, holding about one copy of the weights at a time.
+
+    Consumes ``original.weights``: once the reference model is built they live in its variables,
+    and once its outputs are computed the model is dropped too, before the written file is
+    loaded. (Peak RSS was 1.8x a plain load with both models, both specs and the rewritten arrays
+    alive at once; issue 15.)
+    """
     reference = build_keras_model(original, allow_code=allow_code)
+    original.weights = {}
     inputs = load_inputs(options.inputs, reference) if options.inputs else None
-    return verify_model(
-        reference,
-        candidate_path,
-        inputs=inputs,
-        samples=options.samples,
-        atol=options.atol,
-        rtol=options.rtol,
-        training_check=options.training_check,
-        allow_code=allow_code,
-    )
+    expected = reference_outputs(reference, inputs, samples=options.samples)
+    del reference
+    release_models()
+    return check_file(expected, candidate_path, atol=options.atol, rtol=options.rtol,
+                      training_check=options.training_check, allow_code=allow_code)
+
+
+def release_models() -> None:
+    """Let TensorFlow free the variables of models no longer referenced (Keras keeps none globally)."""
+    import gc
+
+    gc.collect()
 
 
 def verify_files(

@@ -113,9 +113,18 @@ def check_inputs(arrays: list[np.ndarray], model, source: str) -> None:
         raise SurgeonError(f"'{source}' must hold the same, non-zero number of samples for every input (got {sorted(lengths)})")
 
 
+# Input values per forward call. A call's activations grow with its batch (ResNet50 at 224x224:
+# about 150 MB per image in eager mode), and they come on top of the model: one 224x224 RGB image
+# per call keeps verification's peak memory near a plain load_model (issue 15); small inputs
+# still go 32 at a time.
+BATCH_VALUES = 224 * 224 * 3
+
+
 def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: int = 32) -> list[np.ndarray]:
     """Outputs as a flat list of arrays, computed in batches with ``model(x, training=...)``."""
     count = inputs[0].shape[0]
+    per_sample = sum(int(np.prod(x.shape[1:], dtype=np.int64)) for x in inputs)
+    batch_size = max(1, min(batch_size, BATCH_VALUES // max(per_sample, 1)))
     pieces: list[list[np.ndarray]] = []
     for start in range(0, count, batch_size):
         batch = [x[start : start + batch_size] for x in inputs]
@@ -143,6 +152,26 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray], names: lis
     return checks
 
 
+@dataclasses.dataclass
+class ReferenceOutputs:
+    """What a verification keeps of the reference model: its outputs on the inputs, not the model."""
+
+    inputs: list[np.ndarray]
+    input_shapes: list[tuple]
+    names: list[str]
+    outputs: list[np.ndarray]
+
+
+def reference_outputs(reference_model, inputs: list[np.ndarray] | None = None, *, samples: int = DEFAULT_SAMPLES,
+                      seed: int = 0) -> ReferenceOutputs:
+    """Run the reference once in inference mode; the model itself can be dropped afterwards."""
+    if inputs is None:
+        inputs = seeded_inputs(reference_model, samples, seed)
+    names = list(getattr(reference_model, "output_names", None) or [f"output_{i}" for i in range(len(reference_model.outputs))])
+    shapes = [tuple(t.shape[1:]) for t in reference_model.inputs]
+    return ReferenceOutputs(inputs, shapes, names, run(reference_model, inputs))
+
+
 def verify_model(
     reference_model,
     candidate_path: str,
@@ -161,25 +190,32 @@ def verify_model(
     runs in training mode against the reference's inference output: a folded or frozen model
     must not change with the mode.
     """
+    expected = reference_outputs(reference_model, inputs, samples=samples, seed=seed)
+    return check_file(expected, candidate_path, atol=atol, rtol=rtol, training_check=training_check, allow_code=allow_code)
+
+
+def check_file(expected: ReferenceOutputs, candidate_path: str, *, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+               training_check: bool = False, allow_code: bool = False) -> VerifyReport:
+    """``verify_model``'s second half: load the file with plain Keras and compare it with ``expected``.
+
+    Only the reference's outputs are needed here, so a caller may free the reference model (and
+    its weights) first: one model is alive at a time.
+    """
     try:
         candidate = load_plain(candidate_path, allow_code=allow_code)
     except Exception as error:  # any failure to load is a failed verification, not a crash
         message = " ".join(str(error).split())[:300]
         return VerifyReport(False, [], 0, atol, rtol, problem=f"the written file does not load with plain Keras: {message}")
-    if inputs is None:
-        inputs = seeded_inputs(reference_model, samples, seed)
-    _check_same_inputs(reference_model, candidate)
-    names = list(getattr(reference_model, "output_names", None) or [f"output_{i}" for i in range(len(reference_model.outputs))])
-    expected = run(reference_model, inputs)
-    checks = compare(expected, run(candidate, inputs), names, mode="inference", atol=atol, rtol=rtol)
+    _check_same_inputs(expected.input_shapes, candidate)
+    inputs, names = expected.inputs, expected.names
+    checks = compare(expected.outputs, run(candidate, inputs), names, mode="inference", atol=atol, rtol=rtol)
     if training_check:
-        checks += compare(expected, run(candidate, inputs, training=True), names, mode="training", atol=atol, rtol=rtol)
+        checks += compare(expected.outputs, run(candidate, inputs, training=True), names, mode="training", atol=atol, rtol=rtol)
     # No check at all (no outputs compared) is not a pass.
     return VerifyReport(bool(checks) and all(c.passed for c in checks), checks, inputs[0].shape[0], atol, rtol)
 
 
-def _check_same_inputs(reference, candidate) -> None:
-    ours = [tuple(t.shape[1:]) for t in reference.inputs]
+def _check_same_inputs(ours: list[tuple], candidate) -> None:
     theirs = [tuple(t.shape[1:]) for t in candidate.inputs]
     if ours != theirs:
         raise SurgeonError(f"the models take different inputs (reference {ours}, candidate {theirs}); they are not comparable")
