@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from typing import Callable
@@ -34,6 +35,8 @@ from surgeon.io.h5_writer import keras_version
 from surgeon.weight_names import WEIGHT_NAMES, is_trainable_weight, weight_names
 from surgeon.spec import ModelSpec, is_model_config, layer_name, trainable_flag
 
+COPY_BLOCK = 16 * 2**20
+ZIP64_LIMIT = 2**31  # zipfile needs to know up front that a member may pass the 32-bit sizes
 CONFIG = "config.json"
 METADATA = "metadata.json"
 WEIGHTS = "model.weights.h5"
@@ -163,7 +166,9 @@ def write_keras_archive(spec: ModelSpec, path: str) -> None:
     """Write ``spec`` to ``path`` as Keras' saver would; ``unsupported_reason(spec)`` must be None.
 
     The weights go to a temporary HDF5 file beside ``path`` first (h5py needs to seek), then are
-    copied into the archive in blocks, so no second copy of the weights is held in memory.
+    copied into the archive in blocks, so no second copy of the weights is held in memory. (An
+    HDF5 user block could let h5py write in place inside the zip and save the copy, ~0.1 s per
+    100 MB; not done.)
     """
     config = to_keras_config(spec.config)
     config.setdefault("module", "keras.src.models.functional")
@@ -184,7 +189,11 @@ def write_keras_archive(spec: ModelSpec, path: str) -> None:
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.writestr(METADATA, json.dumps(metadata))
             archive.writestr(CONFIG, json.dumps(config))
-            archive.write(weights_path, WEIGHTS)
+            # ZipFile.write copies in 8 KB blocks (12,000 Python-level calls for ResNet50's 100 MB);
+            # large blocks leave only the copy and the CRC.
+            size = os.path.getsize(weights_path)
+            with open(weights_path, "rb") as source, archive.open(WEIGHTS, "w", force_zip64=size >= ZIP64_LIMIT) as target:
+                shutil.copyfileobj(source, target, COPY_BLOCK)
     finally:
         os.unlink(weights_path)
 
