@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from typing import Callable
 
@@ -192,7 +193,8 @@ def write_keras_archive(spec: ModelSpec, path: str) -> None:
             # ZipFile.write copies in 8 KB blocks (12,000 Python-level calls for ResNet50's 100 MB);
             # large blocks leave only the copy and the CRC.
             size = os.path.getsize(weights_path)
-            with open(weights_path, "rb") as source, archive.open(WEIGHTS, "w", force_zip64=size >= ZIP64_LIMIT) as target:
+            member = zipfile.ZipInfo(WEIGHTS, date_time=time.localtime()[:6])  # a bare name would say 1980
+            with open(weights_path, "rb") as source, archive.open(member, "w", force_zip64=size >= ZIP64_LIMIT) as target:
                 shutil.copyfileobj(source, target, COPY_BLOCK)
     finally:
         os.unlink(weights_path)
