@@ -16,6 +16,7 @@ without ``install()``, ``guarded`` does nothing.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import select
@@ -78,6 +79,9 @@ def install() -> None:
     if _pipe is not None or not hasattr(os, "fork") or os.environ.get("SURGEON_NO_WATCHDOG"):
         return
     read_end, write_end = os.pipe()
+    # Objects the cyclic GC would visit are shared copy-on-write with the waiting parent;
+    # frozen, the child's collections do not copy their pages.
+    gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
