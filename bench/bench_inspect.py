@@ -1,7 +1,11 @@
 """Wall time of `surgeon inspect` on a ResNet50 .h5/.keras against `python -c "import tensorflow"`.
 
-Each command runs in a fresh process (as a user types it), several times; the median is reported.
-The ResNet50 files are built once with weights=None (no download) under bench/out/.
+Each command runs in a fresh process (as a user types it), several times, the commands interleaved
+round by round so that load on a shared machine hits them alike; the median is reported. The
+ResNet50 files are built once with weights=None (no download) under bench/out/. The surgeon run is
+the one beside this script (PYTHONPATH), through the installed entry point's Python; rows marked
+"no watchdog" set SURGEON_NO_WATCHDOG=1, to show what the watchdog process costs (goal: inspect
+<= 0.5 s with it).
 
     python bench/bench_inspect.py [--runs 7]
 """
@@ -11,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,29 +37,37 @@ def ensure_resnet50() -> list[Path]:
     return paths
 
 
-def median_wall(argv: list[str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+ROOT = Path(__file__).resolve().parent.parent
+SURGEON = [sys.executable, "-c", "from surgeon.cli import main; main()"]
+
+
+def wall(argv: list[str], environment: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    surgeon = shutil.which("surgeon") or str(Path(sys.executable).parent / "surgeon")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; python {platform.python_version()}")
-    rows = [("python -c 'import tensorflow'", [sys.executable, "-c", "import tensorflow"])]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    unguarded = {**environment, "SURGEON_NO_WATCHDOG": "1"}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; python {platform.python_version()}; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    rows = [("python -c 'import tensorflow'", [sys.executable, "-c", "import tensorflow"], environment)]
     for path in ensure_resnet50():
-        rows.append((f"surgeon inspect {path.name} ({path.stat().st_size / 1e6:.0f} MB)", [surgeon, "inspect", str(path)]))
-        rows.append((f"surgeon inspect {path.name} --json", [surgeon, "inspect", str(path), "--json"]))
-    rows.append(("surgeon --help", [surgeon, "--help"]))
-    print(f"{'command':<50} {'median wall (s)':>16}   ({args.runs} runs each)")
-    for label, argv in rows:
-        print(f"{label:<50} {median_wall(argv, args.runs):>16.3f}")
+        rows.append((f"surgeon inspect {path.name} ({path.stat().st_size / 1e6:.0f} MB)", SURGEON + ["inspect", str(path)], environment))
+        rows.append(("  same, no watchdog", SURGEON + ["inspect", str(path)], unguarded))
+        rows.append((f"surgeon inspect {path.name} --json", SURGEON + ["inspect", str(path), "--json"], environment))
+    rows.append(("surgeon --help", SURGEON + ["--help"], environment))
+    times: list[list[float]] = [[] for _ in rows]
+    for _ in range(args.runs):  # interleaved rounds
+        for index, (_, argv, env) in enumerate(rows):
+            times[index].append(wall(argv, env))
+    print(f"{'command':<50} {'median wall (s)':>16}   ({args.runs} runs each, interleaved)")
+    for (label, _, _), runs in zip(rows, times):
+        print(f"{label:<50} {statistics.median(runs):>16.3f}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ def main() -> int:
     parser.add_argument("--base", default=",".join(BASES), help="comma-separated fixture names")
     parser.add_argument("--first", type=int, default=0, help="start at this case number (to reproduce one)")
     parser.add_argument("--case-timeout", type=float, default=60.0, help="seconds before a case counts as a hang")
+    parser.add_argument("--save", metavar="PATH", help="write case --first's file to PATH and stop, without reading it "
+                        "(how fixtures/hang_object_header.h5 was made: --seed 1 --first 4730)")
     args = parser.parse_args()
+    if args.save:
+        return save_case(args.seed, args.first, args.base.split(","), args.save)
 
     bases = args.base.split(",")
     outcomes: collections.Counter = collections.Counter()
@@ -49,8 +53,7 @@ def main() -> int:
     start = time.perf_counter()
     case = args.first
     while case - args.first < args.examples and time.perf_counter() - start < args.seconds:
-        rng = random.Random(f"{args.seed}:{case}")
-        base = bases[case % len(bases)]
+        rng, base = case_source(args.seed, case, bases)
         steps: list[str] = []
         # A hang inside libhdf5 holds the GIL, so no Python-level timeout can fire; faulthandler's
         # watchdog is a C thread: it prints where the process is stuck and exits. The progress line
@@ -76,6 +79,22 @@ def main() -> int:
     for signature, (number, base, steps, text) in crashes.items():
         print(f"\nCRASH {signature}\n  first at case {number} ({base}; reproduce: --seed {args.seed} --first {number} --examples 1)\n  mutations: {steps}\n{text}")
     return 1 if crashes else 0
+
+
+def case_source(seed: int, case: int, bases: list[str]) -> tuple[random.Random, str]:
+    """The random source and the fixture of one case: what makes (seed, case) reproducible."""
+    return random.Random(f"{seed}:{case}"), bases[case % len(bases)]
+
+
+def save_case(seed: int, case: int, bases: list[str], target: str) -> int:
+    import shutil
+
+    rng, base = case_source(seed, case, bases)
+    with tempfile.TemporaryDirectory() as directory:
+        path, steps = mutated_file(base, Draw(rng.randint), directory)
+        shutil.copyfile(path, target)
+    print(f"case {case} of seed {seed} ({base}; mutations: {steps}) written to {target}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ app.command("convert")(convert_command.convert)
 
 
 def main() -> None:
+    from surgeon import watchdog
+
+    watchdog.install()  # no input may hang the command: see watchdog.py
     app()
 
 

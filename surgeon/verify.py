@@ -130,9 +130,18 @@ def check_inputs(arrays: list[np.ndarray], model, source: str) -> None:
         raise SurgeonError(f"'{source}' must hold the same, non-zero number of samples for every input (got {sorted(lengths)})")
 
 
+# Input values per forward call. A call's activations grow with its batch (ResNet50 at 224x224:
+# about 150 MB per image in eager mode), and they come on top of the model: one 224x224 RGB image
+# per call keeps verification's peak memory near a plain load_model (issue 15); small inputs
+# still go 32 at a time.
+BATCH_VALUES = 224 * 224 * 3
+
+
 def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: int = 32) -> list[np.ndarray]:
     """Outputs as a flat list of arrays, computed in batches with ``model(x, training=...)``."""
     count = inputs[0].shape[0]
+    per_sample = sum(int(np.prod(x.shape[1:], dtype=np.int64)) for x in inputs)
+    batch_size = max(1, min(batch_size, BATCH_VALUES // max(per_sample, 1)))
     pieces: list[list[np.ndarray]] = []
     for start in range(0, count, batch_size):
         batch = [x[start : start + batch_size] for x in inputs]
@@ -225,6 +234,33 @@ def informative_inputs(model, inputs: list[np.ndarray] | None, samples: int, see
     return trial, expected, floors, notes, problem
 
 
+@dataclasses.dataclass
+class ReferenceOutputs:
+    """What a verification keeps of the reference model: its outputs on informative inputs, with
+    the rounding floors measured on it, not the model (so the model can be freed first)."""
+
+    inputs: list[np.ndarray]
+    input_shapes: list[tuple]
+    names: list[str]
+    outputs: list[np.ndarray]
+    floors: list[float]
+    notes: list[str]
+    problem: str | None = None  # no inputs made the outputs vary: a comparison would prove nothing
+
+
+def reference_outputs(reference_model, inputs: list[np.ndarray] | None = None, *, samples: int = DEFAULT_SAMPLES,
+                      seed: int = 0, atol: float | None = DEFAULT_ATOL) -> ReferenceOutputs:
+    """Run the reference in inference mode on informative inputs; the model can be dropped afterwards."""
+    names = output_names(reference_model)
+    shapes = [tuple(t.shape[1:]) for t in reference_model.inputs]
+    inputs, outputs, floors, notes, problem = informative_inputs(reference_model, inputs, samples, seed, atol, names)
+    return ReferenceOutputs(inputs, shapes, names, outputs, floors, notes, problem)
+
+
+def output_names(model) -> list[str]:
+    return list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+
+
 def verify_model(
     reference_model,
     candidate_path: str,
@@ -243,27 +279,32 @@ def verify_model(
     runs in training mode against the reference's inference output: a folded or frozen model
     must not change with the mode.
     """
+    expected = reference_outputs(reference_model, inputs, samples=samples, seed=seed, atol=atol)
+    return check_file(expected, candidate_path, atol=atol, rtol=rtol, training_check=training_check, allow_code=allow_code)
+
+
+def check_file(expected: ReferenceOutputs, candidate_path: str, *, atol: float | None = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+               training_check: bool = False, allow_code: bool = False) -> VerifyReport:
+    """``verify_model``'s second half: load the file with plain Keras and compare it with ``expected``.
+
+    Only the reference's outputs are needed here, so a caller may free the reference model (and
+    its weights) first: one model is alive at a time.
+    """
     try:
         candidate = load_plain(candidate_path, allow_code=allow_code)
     except Exception as error:  # any failure to load is a failed verification, not a crash
         return VerifyReport(False, [], 0, atol, rtol, problem=f"the written file does not load with plain Keras: {one_line(error)}")
-    _check_same_inputs(reference_model, candidate)
-    names = output_names(reference_model)
-    inputs, expected, floors, notes, problem = informative_inputs(reference_model, inputs, samples, seed, atol, names)
-    if problem:
-        return VerifyReport(False, [], inputs[0].shape[0], atol, rtol, problem=problem, notes=notes)
-    checks = compare(expected, run(candidate, inputs), names, mode="inference", rtol=rtol, floors=floors)
+    _check_same_inputs(expected.input_shapes, candidate)
+    inputs, names, floors = expected.inputs, expected.names, expected.floors
+    if expected.problem:
+        return VerifyReport(False, [], inputs[0].shape[0], atol, rtol, problem=expected.problem, notes=expected.notes)
+    checks = compare(expected.outputs, run(candidate, inputs), names, mode="inference", rtol=rtol, floors=floors)
     if training_check:
-        checks += compare(expected, run(candidate, inputs, training=True), names, mode="training", rtol=rtol, floors=floors)
-    return VerifyReport.of(checks, inputs[0].shape[0], atol, rtol, notes=notes)
+        checks += compare(expected.outputs, run(candidate, inputs, training=True), names, mode="training", rtol=rtol, floors=floors)
+    return VerifyReport.of(checks, inputs[0].shape[0], atol, rtol, notes=expected.notes)
 
 
-def output_names(model) -> list[str]:
-    return list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
-
-
-def _check_same_inputs(reference, candidate) -> None:
-    ours = [tuple(t.shape[1:]) for t in reference.inputs]
+def _check_same_inputs(ours: list[tuple], candidate) -> None:
     theirs = [tuple(t.shape[1:]) for t in candidate.inputs]
     if ours != theirs:
         raise SurgeonError(f"the models take different inputs (reference {ours}, candidate {theirs}); they are not comparable")

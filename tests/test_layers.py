@@ -16,7 +16,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "surgeon")
 # Lowest first. A name covers the module and, for a package, everything under it.
 LEVELS = [
     ("foundation", ["surgeon.errors", "surgeon.spec", "surgeon.layer_kinds", "surgeon.weight_names", "surgeon.math", "surgeon.shapes",
-                    "surgeon.child_process", "surgeon.user_modules"]),
+                    "surgeon.child_process", "surgeon.user_modules", "surgeon.watchdog"]),
     ("model views", ["surgeon.graph", "surgeon.graph_edit", "surgeon.params"]),
     ("doors (readers and writers)", ["surgeon.io"]),
     ("passes", ["surgeon.passes"]),

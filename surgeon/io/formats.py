@@ -70,8 +70,9 @@ READERS = unique_readers(
     Reader("keras", "Keras 3 .keras archive", claims_keras, read_keras),
 )
 
-# Output format (by extension, files.MODEL_EXTENSIONS) -> writer(spec, path, *, allow_code).
-WRITERS: dict[str, Callable[..., None]] = {
+# Output format (by extension, files.MODEL_EXTENSIONS) -> writer(spec, path, *, allow_code),
+# which returns a note when a slower fallback wrote the file, else None.
+WRITERS: dict[str, Callable[..., str | None]] = {
     "h5": write_h5,
     "keras": write_keras,
 }
@@ -101,9 +102,18 @@ def read_model(path: str, *, values: bool = True) -> ModelSpec:
         >>> spec.weights["bn1"]["moving_variance"].shape
         (8,)
     """
-    return reader_for(path).read(path, values=values)
+    from surgeon.watchdog import guarded
+
+    reader = reader_for(path)
+    # A damaged HDF5 file can make libhdf5 loop forever; under the CLI a watchdog ends that.
+    with guarded(path):
+        return reader.read(path, values=values)
 
 
-def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> None:
-    """Write ``spec`` to ``path`` in the format its extension names (no atomicity here: see output.py)."""
-    WRITERS[format_for_output(path)](spec, path, allow_code=allow_code)
+def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> str | None:
+    """Write ``spec`` to ``path`` in the format its extension names (no atomicity here: see output.py).
+
+    Returns a note when a slower fallback wrote the file (Keras' own saver for a ``.keras`` model
+    the direct writer cannot express), else None.
+    """
+    return WRITERS[format_for_output(path)](spec, path, allow_code=allow_code)
