@@ -30,8 +30,9 @@ def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> None
     """Write ``spec`` to ``path`` in the format its extension names (no atomicity here: see output.py)."""
     if format_for_output(path) == "h5":
         from surgeon.io.h5_writer import write_h5
+        from surgeon.io.keras_model import name_object_path_weights
 
-        write_h5(spec, path)
+        write_h5(name_object_path_weights(spec, allow_code=allow_code), path)
     else:
         from surgeon.io.keras_writer import write_keras
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from surgeon.errors import SurgeonError
 from surgeon.io.dialects import to_keras_config
+from surgeon.io.object_paths import is_object_path_form, load_object_path_weights
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
 
@@ -106,6 +108,9 @@ def set_weights(model, spec: ModelSpec) -> None:
             layer = keras_layer(model, path)
         except ValueError:
             raise SurgeonError(f"the file has weights for '{path}', which is not a layer of the model; the file is inconsistent") from None
+        if is_object_path_form(named):
+            load_object_path_weights(layer, named, path)
+            continue
         expected = [_relative_name(layer, variable) for variable in layer.weights]
         if set(expected) == set(named):
             values = [named[name] for name in expected]
@@ -122,6 +127,28 @@ def set_weights(model, spec: ModelSpec) -> None:
                     f"but the layer expects {tuple(variable.shape)}; the file is inconsistent"
                 )
         layer.set_weights(values)
+
+
+def name_object_path_weights(spec: ModelSpec, *, allow_code: bool = False) -> ModelSpec:
+    """``spec`` with weights keyed by ``.keras`` object paths renamed to Keras' variable names.
+
+    The legacy ``.h5`` layout lists each layer's variables by name in
+    ``trainable_weights + non_trainable_weights`` order; only the built layer knows which of its
+    owned layers' variables come first, so it is built once here and asked.
+    """
+    paths = [path for path, named in spec.weights.items() if is_object_path_form(named)]
+    if not paths:
+        return spec
+    model = build_keras_model(spec, allow_code=allow_code)
+    weights = dict(spec.weights)
+    for path in paths:
+        layer = keras_layer(model, path)
+        variables = layer.trainable_weights + layer.non_trainable_weights
+        names = [_relative_name(layer, variable) for variable in variables]
+        if len(set(names)) != len(names):  # two owned layers of one name: keep them apart by position
+            names = [f"{index}/{name}" for index, name in enumerate(names)]
+        weights[path] = {name: np.asarray(variable.numpy()) for name, variable in zip(names, variables)}
+    return dataclasses.replace(spec, weights=weights)
 
 
 def _relative_name(layer, variable) -> str:

@@ -21,7 +21,7 @@ from surgeon.io import dialects
 from surgeon.io.consistency import check_layer_entries, check_spec
 from surgeon.io.hdf5 import decode, read_dataset
 from surgeon.io.weight_names import weight_names
-from surgeon.spec import ModelSpec, Source, iter_layers
+from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -143,7 +143,14 @@ def _optimizer_variables(handle: h5py.File) -> list[str] | None:
 
 
 def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str) -> dict[str, dict]:
-    """Walk the object tree and key each layer's variables by its layer path."""
+    """Walk the object tree and key each layer's variables by its layer path.
+
+    A layer that owns layers (an RNN's ``cell``, Bidirectional's ``forward_layer``, attention's
+    ``_query_dense``) stores their variables in groups named by attribute below its own group
+    (keras/src/saving/saving_lib.py: ``_save_state`` walks every attribute that is saveable).
+    Such a layer's weights are keyed by those object paths (``forward_layer/cell/vars/0``), which
+    Keras itself resolves when the model is built (surgeon/io/object_paths.py).
+    """
     known = dict(iter_layers(model_config))
     weights: dict[str, dict] = {}
 
@@ -160,14 +167,40 @@ def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str
                     "load and save it again with a current Keras"
                 )
             layer_path = prefix + name
-            variables = child["vars"]
-            count = len(variables)
-            if count:
-                layer = known.get(layer_path, {})
-                names = weight_names(layer.get("class_name", ""), layer.get("config", {}), count)
-                stored = [variables[str(index)] for index in range(count)]
-                weights[layer_path] = {n: read_dataset(d, values, f"'{path}'") for n, d in zip(names, stored)}
+            layer = known.get(layer_path, {})
+            owned = [] if is_model_config(layer) else _owned_variables(child)
+            if owned:
+                weights[layer_path] = {n: read_dataset(d, values, f"'{path}'") for n, d in owned}
+            else:
+                variables = child["vars"]
+                count = len(variables)
+                if count:
+                    names = weight_names(layer.get("class_name", ""), layer.get("config", {}), count)
+                    stored = [variables[str(index)] for index in range(count)]
+                    weights[layer_path] = {n: read_dataset(d, values, f"'{path}'") for n, d in zip(names, stored)}
             walk(child, layer_path + "/")
 
     walk(handle, "")
     return weights
+
+
+def _owned_variables(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
+    """``(object path, dataset)`` of the variables of the layers a layer owns; [] when it owns none."""
+    found: list[tuple[str, h5py.Dataset]] = []
+
+    def walk(node: h5py.Group, prefix: str) -> None:
+        for key, child in node.items():
+            if not isinstance(child, h5py.Group):
+                continue
+            if key == "vars":
+                found.extend((f"{prefix}vars/{index}", child[str(index)]) for index in range(len(child)))
+            else:
+                walk(child, f"{prefix}{key}/")
+
+    for key, child in group.items():
+        if key not in ("vars", "layers") and isinstance(child, h5py.Group):
+            walk(child, f"{key}/")
+    if not found:
+        return []
+    own = group["vars"]
+    return [(f"vars/{index}", own[str(index)]) for index in range(len(own))] + found
