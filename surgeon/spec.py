@@ -54,6 +54,9 @@ class ModelSpec:
     optimizer_variables: names of the optimizer slots stored in the file (their values are
         never carried: a rewritten model gets a fresh optimizer of the same config).
     notes: what was translated at the door, for reports.
+    assets: layer path -> {file path relative to the layer's object path -> bytes}: state a
+        layer keeps in files rather than variables (an adapted IntegerLookup's vocabulary),
+        which only the ``.keras`` format stores (``assets/`` in the archive).
     """
 
     config: dict
@@ -62,6 +65,7 @@ class ModelSpec:
     optimizer_variables: list[str] | None = None
     source: Source = dataclasses.field(default_factory=Source)
     notes: list[str] = dataclasses.field(default_factory=list)
+    assets: dict[str, dict[str, bytes]] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> "ModelSpec":
         """A deep copy of the config; weight arrays are shared (passes replace, never mutate)."""
@@ -71,6 +75,7 @@ class ModelSpec:
             weights={path: dict(ws) for path, ws in self.weights.items()},
             compile_config=copy.deepcopy(self.compile_config),
             notes=list(self.notes),
+            assets={path: dict(files) for path, files in self.assets.items()},
         )
 
     @property
@@ -188,7 +193,11 @@ def _is_io_leaf(struct: Any) -> bool:
 
 
 def io_refs(struct: Any) -> list[tuple[str, int, int]]:
-    """Flatten a model's ``input_layers``/``output_layers`` (a leaf is ``[name, node, tensor]``)."""
+    """Flatten a model's ``input_layers``/``output_layers`` (a leaf is ``[name, node, tensor]``).
+
+    In Keras' order: ``keras.tree.flatten`` visits a dict's values by sorted key, whatever order
+    the config lists them in (a model with dict outputs orders ``model.layers`` by it).
+    """
     found: list[tuple[str, int, int]] = []
 
     def collect(leaf):
@@ -198,8 +207,16 @@ def io_refs(struct: Any) -> list[tuple[str, int, int]]:
             raise _malformed_io() from None
         return leaf
 
-    map_io_refs(struct, collect)
+    map_io_refs(_sorted_dicts(struct), collect)
     return found
+
+
+def _sorted_dicts(struct: Any) -> Any:
+    if isinstance(struct, dict):
+        return {key: _sorted_dicts(struct[key]) for key in sorted(struct)}
+    if isinstance(struct, (list, tuple)) and not _is_io_leaf(struct):
+        return [_sorted_dicts(value) for value in struct]
+    return struct
 
 
 def map_io_refs(struct: Any, fn) -> Any:

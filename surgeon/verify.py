@@ -124,12 +124,15 @@ def check_inputs(arrays: list[np.ndarray], model, source: str) -> None:
 
 def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: int = 32) -> list[np.ndarray]:
     """Outputs as a flat list of arrays, computed in batches with ``model(x, training=...)``."""
+    import keras
+
     count = inputs[0].shape[0]
     pieces: list[list[np.ndarray]] = []
     for start in range(0, count, batch_size):
         batch = [x[start : start + batch_size] for x in inputs]
         result = model(batch if len(batch) > 1 else batch[0], training=training)
-        flat = list(result.values()) if isinstance(result, dict) else (list(result) if isinstance(result, (list, tuple)) else [result])
+        # keras.tree.flatten orders a dict by key, as model.outputs and output_names are.
+        flat = keras.tree.flatten(result)
         pieces.append([np.asarray(r) for r in flat])
     return [np.concatenate(parts) for parts in zip(*pieces)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from surgeon.errors import SurgeonError
 from surgeon.io.files import detect_input, format_for_output
 from surgeon.spec import ModelSpec
 
@@ -30,6 +31,13 @@ def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> None
     """Write ``spec`` to ``path`` in the format its extension names (no atomicity here: see output.py)."""
     if format_for_output(path) == "h5":
         from surgeon.io.h5_writer import write_h5
+
+        if spec.assets:
+            layer = next(iter(spec.assets))
+            raise SurgeonError(
+                f"layer '{layer}' keeps state in files (a vocabulary), which the legacy .h5 format cannot store "
+                "(Keras would reload it empty); write a .keras file"
+            )
         from surgeon.io.keras_model import name_object_path_weights
 
         write_h5(name_object_path_weights(spec, allow_code=allow_code), path)

@@ -11,7 +11,7 @@ import numpy as np
 
 from surgeon.errors import SurgeonError
 from surgeon.io.dialects import to_keras_config
-from surgeon.io.object_paths import is_object_path_form, load_object_path_weights
+from surgeon.io.object_paths import is_object_path_form, layer_assets, load_layer_assets, load_object_path_weights
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
 
@@ -72,6 +72,8 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
     except Exception as error:  # Keras raises TypeError/ValueError/AttributeError with long texts
         raise SurgeonError(_explain_build_failure(error)) from None
     set_weights(model, spec)
+    for path, files in spec.assets.items():
+        load_layer_assets(keras_layer(model, path), files)
     if compile and spec.compile_config:
         compile_model(model, spec.compile_config)
     return model
@@ -127,6 +129,11 @@ def set_weights(model, spec: ModelSpec) -> None:
                     f"but the layer expects {tuple(variable.shape)}; the file is inconsistent"
                 )
         layer.set_weights(values)
+        if hasattr(layer, "finalize_state"):
+            # What both Keras loaders do after assigning a layer's variables: an adapted
+            # Normalization or Discretization derives its working state from them
+            # (keras/src/legacy/saving/legacy_h5_format.py, Normalization.load_own_variables).
+            layer.finalize_state()
 
 
 def name_object_path_weights(spec: ModelSpec, *, allow_code: bool = False) -> ModelSpec:
@@ -152,8 +159,10 @@ def name_object_path_weights(spec: ModelSpec, *, allow_code: bool = False) -> Mo
 
 
 def _relative_name(layer, variable) -> str:
+    # A variable an owned layer created outside its owner's name scope keeps its own path
+    # (SpectralNormalization's "dense_4/kernel" beside its "spectral_normalization/vector_u").
     prefix = layer.name + "/"
-    return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.name
+    return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
 
 
 def spec_from_keras_model(model) -> ModelSpec:
@@ -175,6 +184,9 @@ def spec_from_keras_model(model) -> ModelSpec:
         layer = keras_layer(model, path)
         if layer.weights:
             spec.weights[path] = {_relative_name(layer, v): np.asarray(v.numpy()) for v in layer.weights}
+        assets = layer_assets(layer)
+        if assets:
+            spec.assets[path] = assets
     spec.weights = door.map_weights(spec.weights)
     spec.notes = door.notes
     if getattr(model, "compiled", False):

@@ -26,6 +26,7 @@ from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers
 CONFIG = "config.json"
 METADATA = "metadata.json"
 WEIGHTS = "model.weights.h5"
+ASSETS = "assets/"
 
 
 def read_keras(path: str, *, values: bool = True) -> ModelSpec:
@@ -59,19 +60,34 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
             raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
         try:
             weights_file = _open_member(archive, path)
+            assets = {name: archive.read(name) for name in names if name.startswith(ASSETS) and not name.endswith("/")}
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
             raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
     try:
         with weights_file, h5py.File(weights_file, "r") as handle:
-            spec.weights = door.map_weights(_read_weights(handle, spec.config, values, path))
+            objects: dict[str, str] = {}
+            spec.weights = door.map_weights(_read_weights(handle, spec.config, values, path, objects))
             spec.optimizer_variables = _optimizer_variables(handle)
     except OSError:
         raise SurgeonError(f"the weights inside '{path}' are not a valid HDF5 file; the file is corrupt") from None
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as error:
         # RuntimeError: h5py on corrupt B-trees and heaps (found by fuzzing bytes: tests/test_fuzz.py).
         raise SurgeonError(f"the weights inside '{path}' are damaged ({error}); save the model again") from None
+    spec.assets = _layer_assets(assets, objects)
     check_spec(spec)
     return spec
+
+
+def _layer_assets(files: dict[str, bytes], objects: dict[str, str]) -> dict[str, dict[str, bytes]]:
+    """``assets/<object path>/<file>`` -> {layer path: {path below the layer's object: bytes}}."""
+    found: dict[str, dict[str, bytes]] = {}
+    for name, data in files.items():
+        inner = name[len(ASSETS):]
+        owner = max((o for o in objects if inner.startswith(o + "/")), key=len, default=None)
+        if owner is None:
+            raise SurgeonError(f"the .keras file holds asset '{name}' of no layer of the model; the file is inconsistent")
+        found.setdefault(objects[owner], {})[inner[len(owner) + 1:]] = data
+    return found
 
 
 def _translate(config: dict, version: str | None, path: str) -> dialects.Door:
@@ -142,14 +158,15 @@ def _optimizer_variables(handle: h5py.File) -> list[str] | None:
     return sorted(handle["optimizer/vars"].keys(), key=int)
 
 
-def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str) -> dict[str, dict]:
+def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str, objects: dict[str, str]) -> dict[str, dict]:
     """Walk the object tree and key each layer's variables by its layer path.
 
     A layer that owns layers (an RNN's ``cell``, Bidirectional's ``forward_layer``, attention's
     ``_query_dense``) stores their variables in groups named by attribute below its own group
     (keras/src/saving/saving_lib.py: ``_save_state`` walks every attribute that is saveable).
     Such a layer's weights are keyed by those object paths (``forward_layer/cell/vars/0``), which
-    Keras itself resolves when the model is built (surgeon/io/object_paths.py).
+    Keras itself resolves when the model is built (surgeon/io/object_paths.py). ``objects`` is
+    filled with each layer's object path (``layers/integer_lookup``) -> layer path.
     """
     known = dict(iter_layers(model_config))
     weights: dict[str, dict] = {}
@@ -167,6 +184,7 @@ def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str
                     "load and save it again with a current Keras"
                 )
             layer_path = prefix + name
+            objects[child.name.lstrip("/")] = layer_path
             layer = known.get(layer_path, {})
             owned = [] if is_model_config(layer) else _owned_variables(child)
             if owned:

@@ -6,12 +6,15 @@ variables in ``.keras`` files under attribute paths: ``forward_layer/cell/vars/0
 keeps those paths (it cannot import TensorFlow); here a built Keras layer is walked exactly as
 ``keras/src/saving/saving_lib.py`` walks it when saving (``_walk_saveable``: attributes in sorted
 order, containers named by class, each object once), so every path finds its own variable and
-each object loads its values through its own ``load_own_variables``.
+each object loads its values through its own ``load_own_variables``. Asset files (an adapted
+lookup layer's vocabulary) travel the same paths.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 
 import numpy as np
 
@@ -83,3 +86,39 @@ def load_object_path_weights(layer, named: dict, where: str) -> None:
         raise SurgeonError(
             f"the file has weights for '{where}/{next(iter(grouped))}', which the layer does not own; the file is inconsistent"
         )
+
+
+def load_layer_assets(layer, files: dict[str, bytes]) -> None:
+    """Give a built layer (and the layers it owns) the asset files a ``.keras`` file stored for it.
+
+    Keras' loader hands each object the directory of its object path (saving_lib._load_state:
+    ``load_assets(assets_store.get(inner_path))``); the same here, from a temporary directory.
+    """
+    with tempfile.TemporaryDirectory() as root:
+        for name, data in files.items():
+            target = os.path.join(root, *name.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as handle:
+                handle.write(data)
+        for path, saveable in object_states(layer):
+            directory = os.path.join(root, *path.split("/"))
+            if hasattr(saveable, "load_assets") and os.path.isdir(directory) and os.listdir(directory):
+                saveable.load_assets(directory)
+
+
+def layer_assets(layer) -> dict[str, bytes]:
+    """The asset files Keras would store for a built layer, by path below its object path."""
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as root:
+        for path, saveable in object_states(layer):
+            if not hasattr(saveable, "save_assets"):
+                continue
+            directory = os.path.join(root, *path.split("/"))
+            os.makedirs(directory, exist_ok=True)
+            saveable.save_assets(directory)
+        for folder, _, names in os.walk(root):
+            for name in names:
+                full = os.path.join(folder, name)
+                with open(full, "rb") as handle:
+                    files[os.path.relpath(full, root).replace(os.sep, "/")] = handle.read()
+    return files
