@@ -9,6 +9,15 @@ DROPOUT_LAYERS = frozenset(
     {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout"}
 )
 
+# Image augmentation: random with training=True, the identity (or a fixed resize) at inference.
+# Pipeline may hold any of them.
+AUGMENTATION_LAYERS = frozenset({
+    "AugMix", "RandAugment", "CutMix", "MixUp", "Pipeline", "Solarization", "RandomBrightness", "RandomColorDegeneration",
+    "RandomColorJitter", "RandomContrast", "RandomCrop", "RandomElasticTransform", "RandomErasing", "RandomFlip",
+    "RandomGaussianBlur", "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective", "RandomPosterization",
+    "RandomRotation", "RandomSaturation", "RandomSharpness", "RandomShear", "RandomTranslation", "RandomZoom",
+})
+
 # Layers whose output shape equals their (first) input's shape.
 SHAPE_PRESERVING = frozenset({
     BATCH_NORMALIZATION, "LayerNormalization", "GroupNormalization", "UnitNormalization", "Normalization",

@@ -128,6 +128,13 @@ def parent_path(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+def takes_trainable_flag(layer: dict) -> bool:
+    """Whether a layer's config may carry ``trainable``: Keras writes it for every class whose
+    constructor accepts it (Layer.get_config); InputLayer and Discretization write none and
+    refuse one when loading (``__init__() got an unexpected keyword argument 'trainable'``)."""
+    return "trainable" in layer.get("config", {})
+
+
 def trainable_flag(layer: dict) -> bool:
     return bool(layer.get("config", {}).get("trainable", True))
 

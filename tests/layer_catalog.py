@@ -178,7 +178,8 @@ def _augmentation(L, name):
     arguments = {
         "RandomBrightness": dict(factor=0.1), "RandomContrast": dict(factor=0.1), "RandomRotation": dict(factor=0.1),
         "RandomTranslation": dict(height_factor=0.1, width_factor=0.1), "RandomZoom": dict(height_factor=0.1),
-        "RandomCrop": dict(height=4, width=4), "RandomColorDegeneration": dict(factor=0.1),
+        "RandomCrop": dict(height=6, width=6),  # training crops, inference resizes: same shape only at full size
+        "RandomColorDegeneration": dict(factor=0.1),
         "RandomPosterization": dict(factor=(1, 4), value_range=(-1, 1)), "RandomSharpness": dict(factor=0.1),
         "Equalization": dict(value_range=(-1, 1)), "RandomHue": dict(factor=0.1, value_range=(-1, 1)),
         "RandomSaturation": dict(factor=0.1, value_range=(-1, 1)),

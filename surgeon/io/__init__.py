@@ -38,9 +38,9 @@ def write_model(spec: ModelSpec, path: str, *, allow_code: bool = False) -> None
                 f"layer '{layer}' keeps state in files (a vocabulary), which the legacy .h5 format cannot store "
                 "(Keras would reload it empty); write a .keras file"
             )
-        from surgeon.io.keras_model import name_object_path_weights
+        from surgeon.io.keras_model import name_owned_layer_weights
 
-        write_h5(name_object_path_weights(spec, allow_code=allow_code), path)
+        write_h5(name_owned_layer_weights(spec, allow_code=allow_code), path)
     else:
         from surgeon.io.keras_writer import write_keras
 

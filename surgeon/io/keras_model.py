@@ -136,14 +136,21 @@ def set_weights(model, spec: ModelSpec) -> None:
             layer.finalize_state()
 
 
-def name_object_path_weights(spec: ModelSpec, *, allow_code: bool = False) -> ModelSpec:
-    """``spec`` with weights keyed by ``.keras`` object paths renamed to Keras' variable names.
+def owns_layers(named: dict) -> bool:
+    """Weights of a layer that owns layers: ``.keras`` object paths or ``cell/kernel``-style names."""
+    return is_object_path_form(named) or any("/" in name for name in named)
+
+
+def name_owned_layer_weights(spec: ModelSpec, *, allow_code: bool = False) -> ModelSpec:
+    """``spec`` with the weights of layers that own layers named and ordered as the legacy ``.h5`` needs.
 
     The legacy ``.h5`` layout lists each layer's variables by name in
-    ``trainable_weights + non_trainable_weights`` order; only the built layer knows which of its
-    owned layers' variables come first, so it is built once here and asked.
+    ``trainable_weights + non_trainable_weights`` order, which Keras' loader matches by position;
+    for a layer that owns layers that order depends on the owned layers and on the layer's flag
+    (frozen: ``layer.weights`` order), which only the built layer knows: it is built once and asked.
+    ``.keras`` object paths become Keras' variable names on the way.
     """
-    paths = [path for path, named in spec.weights.items() if is_object_path_form(named)]
+    paths = [path for path, named in spec.weights.items() if owns_layers(named)]
     if not paths:
         return spec
     model = build_keras_model(spec, allow_code=allow_code)

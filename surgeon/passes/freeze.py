@@ -20,7 +20,7 @@ from surgeon.graph import Graph
 from surgeon.layer_kinds import BATCH_NORMALIZATION
 from surgeon.params import ParamCounts, layer_param_count, param_counts
 from surgeon.passes import PassReport, register_pass
-from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, parent_path
+from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, parent_path, takes_trainable_flag
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
@@ -108,8 +108,8 @@ def freeze_batchnorm(spec: ModelSpec) -> tuple[ModelSpec, FreezeReport]:
 def _write_flags(spec: ModelSpec, layers: dict[str, dict], trainable: dict[str, bool]) -> None:
     """Leaves get their flag; a nested model is trainable iff some layer inside it is."""
     for path, layer in layers.items():
-        if layer.get("class_name") == "InputLayer":
-            continue  # InputLayer's config takes no ``trainable`` and has nothing to train
+        if not takes_trainable_flag(layer):
+            continue  # InputLayer, Discretization: no flag to write and nothing to train
         if is_model_config(layer):
             prefix = path + "/"
             value = any(trainable.get(p, False) for p in trainable if p.startswith(prefix))

@@ -28,7 +28,7 @@ from surgeon.graph import Graph, Node, Tensor, recorded_tensors
 from surgeon.passes import PassReport
 from surgeon.passes.fold_bn import fold_bn as fold_bn_pass
 from surgeon.passes.strip_dropout import strip_dropout
-from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, layer_name, map_io_refs, map_tensor_refs, unique_name
+from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, layer_name, map_io_refs, map_tensor_refs, takes_trainable_flag, unique_name
 
 # The layers after which a person would cut an image classifier: the feature vector.
 FEATURE_LAYERS = frozenset({
@@ -447,8 +447,8 @@ def _freeze_all(model: dict) -> None:
     """trainable=False on the model, every nested model and every layer: the base is never trained."""
     model["config"]["trainable"] = False
     for _, layer in iter_layers(model):
-        if layer.get("class_name") != "InputLayer":  # no weights, and its config has no such key
-            layer.setdefault("config", {})["trainable"] = False
+        if takes_trainable_flag(layer):  # InputLayer, Discretization: no weights, and no such key
+            layer["config"]["trainable"] = False
 
 
 def _weights_for(state: dict, model: dict, prefix: str) -> dict:
