@@ -11,22 +11,33 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 import zlib
 
 import h5py
 
 from surgeon.errors import SurgeonError
-from surgeon.io import dialects
 from surgeon.io.consistency import check_layer_entries, check_spec
+from surgeon.io.dialects import Door, translate
+from surgeon.io.files import ZIP_SIGNATURE, read_head
 from surgeon.io.hdf5 import decode, read_dataset
-from surgeon.io.weight_names import weight_names
 from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers
+from surgeon.weight_names import weight_names
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
 WEIGHTS = "model.weights.h5"
 ASSETS = "assets/"
+
+
+def claims_keras(path: str) -> bool:
+    """A zip archive (by its signature): a Keras 3 ``.keras`` file. A damaged zip is refused here."""
+    if os.path.isdir(path) or not read_head(path).startswith(ZIP_SIGNATURE):
+        return False
+    if not zipfile.is_zipfile(path):
+        raise SurgeonError(f"'{path}' is a truncated or corrupt zip file; the .keras file is damaged, save or download it again")
+    return True
 
 
 def read_keras(path: str, *, values: bool = True) -> ModelSpec:
@@ -90,10 +101,10 @@ def _layer_assets(files: dict[str, bytes], objects: dict[str, str]) -> dict[str,
     return found
 
 
-def _translate(config: dict, version: str | None, path: str) -> dialects.Door:
+def _translate(config: dict, version: str | None, path: str) -> Door:
     check_layer_entries(config)
     try:
-        return dialects.translate(config, None, version)
+        return translate(config, None, version)
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
         # A malformed config trips the translation somewhere deep inside; the file is at fault.
         raise SurgeonError(f"the config inside '{path}' is malformed ({type(error).__name__}: {error}); the file is corrupt") from None
