@@ -9,7 +9,7 @@ import dataclasses
 
 from surgeon.graph import Graph, recorded_tensors
 from surgeon.io.files import MODEL_EXTENSIONS
-from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING
+from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING, frozen_but_trained
 from surgeon.params import layer_param_count, param_counts
 from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
 
@@ -148,6 +148,14 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
                 f"nested model '{path}' is {state} but {len(inner)} of its layers say otherwise: {effect}",
                 inner, f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')} --freeze '{path}/*'" if state == "frozen" else f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
             ))
+    trained = frozen_but_trained(spec, frozen)
+    if trained:
+        hazards.append(Hazard(
+            "frozen-but-trained",
+            f"{len(trained)} frozen layer(s) own layers that Keras rebuilds trainable (attention projections, "
+            "ConvLSTM cells): a model loaded from this file trains them whatever the flag says",
+            trained, "set layer.trainable = False after load_model, before compile(); or unfreeze them",
+        ))
     hazards += _optimizer_hazards(spec, frozen)
     code = code_carriers(spec.config)
     if code:

@@ -47,7 +47,7 @@ class Run:
     passed: bool
     problem: str
     outputs: dict[str, np.ndarray] | None  # the written file's outputs, by output name, run by plain Keras
-    layer_problems: dict[str, list[str]]  # fine-tune check problems by layer name
+    layer_problems: dict[str, list[str]]  # after prepare: variables of frozen layers Keras would train, by layer
     row_layers: dict[str, set[str]]
     seconds: float
 
@@ -109,11 +109,11 @@ class Catalog:
             model = load_plain(result.output)
             outputs = {name: np.asarray(value) for name, value in model(inputs, training=False).items()}
             if command == "prepare":
-                trainable = {model.get_layer("head").name} | {layer.name for layer in model.layers if layer.name.startswith(tuple(g.rstrip("*") for g in KEEP_TRAINABLE))}
-                for variable in model.trainable_weights:
-                    owner = variable.path.split("/")[0]
-                    if owner not in trainable:
-                        problems.setdefault(owner, []).append(f"frozen by prepare, but Keras would train {variable.path}")
+                keep = {"head"} | {name for glob in KEEP_TRAINABLE for name in fnmatch.filter([l.name for l in model.layers], glob)}
+                trained = {id(variable) for variable in model.trainable_weights}
+                for layer in model.layers:
+                    if layer.name not in keep:
+                        problems[layer.name] = [f"frozen by prepare, but Keras would train {v.path}" for v in layer.weights if id(v) in trained]
         verification = result.verification
         problem = (verification.problem or "") if verification else ""
         if verification and not verification.passed:
@@ -174,7 +174,7 @@ def test_catalog_row(catalog, row: Row, run: tuple[str, str, str]):
     result = catalog.run(rows, command, source, output)
     _, _, expected, _ = catalog.model(rows)
     layers = result.row_layers[row.name]
-    own = {layer: problems for layer, problems in result.layer_problems.items() if layer in layers}
+    own = {layer: problems for layer, problems in result.layer_problems.items() if layer in layers and problems}
     assert not own, f"fine-tune check on {row.name}'s layers: {own}"
     assert result.outputs is not None, f"{command} {source}->{output} wrote nothing: {result.problem}"
     name = output_name(row)
