@@ -21,9 +21,9 @@ def text_model(tmp_path_factory):
     import keras
 
     L = keras.layers
-    vectorize = L.TextVectorization(max_tokens=10, output_sequence_length=4)
+    vectorize = L.TextVectorization(max_tokens=10, output_sequence_length=4, name="vectorize")
     vectorize.adapt(np.array(["a b c", "b c d", "c d e e"]))
-    lookup = L.StringLookup()
+    lookup = L.StringLookup(name="lookup")
     lookup.adapt(np.array([["x", "y"], ["y", "z"]]))
     text, tokens = keras.Input((), dtype="string", name="text"), keras.Input((2,), dtype="string", name="tokens")
     model = keras.Model([text, tokens], [L.Embedding(12, 2, name="embedding")(vectorize(text)), lookup(tokens)])
@@ -37,7 +37,7 @@ def test_vocabularies_survive_a_rewrite(text_model, tmp_path):
 
     path, model = text_model
     spec = read_model(path)
-    assert set(spec.assets) == {"string_lookup", "text_vectorization"}
+    assert set(spec.assets) == {"lookup", "vectorize"}
     written = str(tmp_path / "out.keras")
     write_model(spec, written)
     inputs = [np.array(["a e", "d d b zz"]), np.array([["z", "x"], ["q", "y"]])]
