@@ -12,7 +12,7 @@ import numpy as np
 from surgeon.graph import Graph, recorded_tensors
 from surgeon.io.custom_classes import custom_layers
 from surgeon.io.files import MODEL_EXTENSIONS
-from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS
+from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, frozen_but_trained
 from surgeon.shapes import output_shape
 from surgeon.params import layer_param_count, param_counts
 from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, trainable_flag
@@ -176,6 +176,14 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
                 f"nested model '{path}' is {state} but {len(inner)} of its layers say otherwise: {effect}",
                 inner, f"{rewrite} --freeze '{path}/*'" if state == "frozen" else rewrite,
             ))
+    trained = frozen_but_trained(spec, frozen)
+    if trained:
+        hazards.append(Hazard(
+            "frozen-but-trained",
+            f"{len(trained)} frozen layer(s) own layers that Keras rebuilds trainable (attention projections, "
+            "ConvLSTM cells): a model loaded from this file trains them whatever the flag says",
+            trained, "set layer.trainable = False after load_model, before compile(); or unfreeze them",
+        ))
     hazards += _optimizer_hazards(spec, frozen, rewrite)
     code = code_carriers(spec.config)
     if code:

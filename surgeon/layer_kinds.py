@@ -11,6 +11,31 @@ DROPOUT_LAYERS = frozenset(
     {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout"}
 )
 
+# Image augmentation: random with training=True, the identity (or a fixed resize) at inference.
+# Pipeline may hold any of them.
+AUGMENTATION_LAYERS = frozenset({
+    "AugMix", "RandAugment", "CutMix", "MixUp", "Pipeline", "Solarization", "RandomBrightness", "RandomColorDegeneration",
+    "RandomColorJitter", "RandomContrast", "RandomCrop", "RandomElasticTransform", "RandomErasing", "RandomFlip",
+    "RandomGaussianBlur", "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective", "RandomPosterization",
+    "RandomRotation", "RandomSaturation", "RandomSharpness", "RandomShear", "RandomTranslation", "RandomZoom",
+})
+
+# Layers that own layers Keras creates in ``build`` without passing their owner's ``trainable``
+# (MultiHeadAttention's EinsumDense projections, ConvLSTM's cell): rebuilt from any file, a
+# frozen one trains anyway, since Keras 3 trains every variable whose own flag is True
+# (Layer.trainable_weights). No config can say otherwise; tests/test_owned_layers.py checks each
+# row against Keras, so a Keras that fixes this fails the test until the row goes.
+REBUILT_TRAINABLE = frozenset({"MultiHeadAttention", "GroupQueryAttention", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"})
+
+
+def frozen_but_trained(spec: ModelSpec, frozen: dict[str, bool]) -> list[str]:
+    """Layers whose config says frozen but whose owned layers a loaded model would train."""
+    return [
+        path for path, layer in spec.layers()
+        if layer.get("class_name") in REBUILT_TRAINABLE and frozen.get(path) and spec.weights.get(path)
+    ]
+
+
 # Layers whose output shape equals their (first) input's shape.
 SHAPE_PRESERVING = frozenset({
     BATCH_NORMALIZATION, "LayerNormalization", "GroupNormalization", "UnitNormalization", "Normalization",
@@ -19,13 +44,13 @@ SHAPE_PRESERVING = frozenset({
     "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
 }) | DROPOUT_LAYERS
 
-# Layers that compute differently with ``training=True``: BN uses batch statistics, dropout and
-# noise act. A model holding none of them can be checked in training mode as well.
-MODE_DEPENDENT = frozenset({BATCH_NORMALIZATION}) | DROPOUT_LAYERS
+# Layers that compute differently with ``training=True``: BN uses batch statistics, dropout,
+# noise and augmentation act. A model holding none of them can be checked in training mode as well.
+MODE_DEPENDENT = frozenset({BATCH_NORMALIZATION}) | DROPOUT_LAYERS | AUGMENTATION_LAYERS
 
 
 def mode_dependent_layers(spec: ModelSpec) -> list[str]:
-    """Layers that still compute differently with ``training=True`` (BN, Dropout, noise).
+    """Layers that still compute differently with ``training=True`` (BN, Dropout, noise, augmentation).
 
     A BatchNormalization whose own flag is False does not: Keras 3 uses batch statistics only
     ``if training and self.trainable`` (BatchNormalization.call). Its own flag, not an enclosing

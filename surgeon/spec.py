@@ -55,6 +55,9 @@ class ModelSpec:
         never carried: a rewritten model gets a fresh optimizer of the same config).
     notes: what was translated at the door, for reports.
     inner_batch_norms: BNs no rewrite can reach, inside layers kept as one unit.
+    assets: layer path -> {file path relative to the layer's object path -> bytes}: state a
+        layer keeps in files rather than variables (an adapted IntegerLookup's vocabulary),
+        which only the ``.keras`` format stores (``assets/`` in the archive).
     """
 
     config: dict
@@ -66,6 +69,7 @@ class ModelSpec:
     # BatchNormalization layers inside layers surgeon rewrites as one unit (keras-hub blocks such as
     # FusedMBConvBlock), by that layer's path: known only when a reader built the model (keras-hub).
     inner_batch_norms: dict[str, int] = dataclasses.field(default_factory=dict)
+    assets: dict[str, dict[str, bytes]] = dataclasses.field(default_factory=dict)
 
     def copy(self) -> "ModelSpec":
         """A deep copy of the config; weight arrays are shared (passes replace, never mutate)."""
@@ -75,6 +79,7 @@ class ModelSpec:
             weights={path: dict(ws) for path, ws in self.weights.items()},
             compile_config=copy.deepcopy(self.compile_config),
             notes=list(self.notes),
+            assets={path: dict(files) for path, files in self.assets.items()},
         )
 
     @property
@@ -125,6 +130,13 @@ def dtype_policy(name: str) -> dict:
 
 def parent_path(path: str) -> str:
     return path.rpartition("/")[0]
+
+
+def takes_trainable_flag(layer: dict) -> bool:
+    """Whether a layer's config may carry ``trainable``: Keras writes it for every class whose
+    constructor accepts it (Layer.get_config); InputLayer and Discretization write none and
+    refuse one when loading (``__init__() got an unexpected keyword argument 'trainable'``)."""
+    return "trainable" in layer.get("config", {})
 
 
 def trainable_flag(layer: dict) -> bool:
@@ -214,7 +226,11 @@ def _is_io_leaf(struct: Any) -> bool:
 
 
 def io_refs(struct: Any) -> list[tuple[str, int, int]]:
-    """Flatten a model's ``input_layers``/``output_layers`` (a leaf is ``[name, node, tensor]``)."""
+    """Flatten a model's ``input_layers``/``output_layers`` (a leaf is ``[name, node, tensor]``).
+
+    In Keras' order: ``keras.tree.flatten`` visits a dict's values by sorted key, whatever order
+    the config lists them in (a model with dict outputs orders ``model.layers`` by it).
+    """
     found: list[tuple[str, int, int]] = []
 
     def collect(leaf):
@@ -224,8 +240,16 @@ def io_refs(struct: Any) -> list[tuple[str, int, int]]:
             raise _malformed_io() from None
         return leaf
 
-    map_io_refs(struct, collect)
+    map_io_refs(_sorted_dicts(struct), collect)
     return found
+
+
+def _sorted_dicts(struct: Any) -> Any:
+    if isinstance(struct, dict):
+        return {key: _sorted_dicts(struct[key]) for key in sorted(struct)}
+    if isinstance(struct, (list, tuple)) and not _is_io_leaf(struct):
+        return [_sorted_dicts(value) for value in struct]
+    return struct
 
 
 def map_io_refs(struct: Any, fn) -> Any:

@@ -139,6 +139,8 @@ BATCH_VALUES = 224 * 224 * 3
 
 def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: int = 32) -> list[np.ndarray]:
     """Outputs as a flat list of arrays, computed in batches with ``model(x, training=...)``."""
+    import keras
+
     count = inputs[0].shape[0]
     per_sample = sum(int(np.prod(x.shape[1:], dtype=np.int64)) for x in inputs)
     batch_size = max(1, min(batch_size, BATCH_VALUES // max(per_sample, 1)))
@@ -146,7 +148,8 @@ def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: 
     for start in range(0, count, batch_size):
         batch = [x[start : start + batch_size] for x in inputs]
         result = model(batch if len(batch) > 1 else batch[0], training=training)
-        flat = list(result.values()) if isinstance(result, dict) else (list(result) if isinstance(result, (list, tuple)) else [result])
+        # keras.tree.flatten orders a dict by key, as model.outputs and output_names are.
+        flat = keras.tree.flatten(result)
         pieces.append([np.asarray(r) for r in flat])
     return [np.concatenate(parts) for parts in zip(*pieces)]
 

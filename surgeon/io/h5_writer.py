@@ -16,10 +16,12 @@ from importlib import metadata
 import h5py
 import numpy as np
 
+from surgeon.errors import SurgeonError
 from surgeon.graph import Graph
 from surgeon.io.compile_config import to_training_config
 from surgeon.io.dialects import to_keras_config
 from surgeon.io.hdf5 import write_name_list
+from surgeon.io.keras_model import name_owned_layer_weights
 from surgeon.spec import ModelSpec, is_model_config, layer_name, trainable_flag
 from surgeon.weight_names import is_trainable_weight
 
@@ -32,7 +34,18 @@ def keras_version() -> str:
 
 
 def write_h5(spec: ModelSpec, path: str, *, allow_code: bool = False) -> None:
-    """Write ``spec`` as a legacy ``.h5`` with h5py alone (``allow_code`` is moot: nothing is built or run)."""
+    """Write ``spec`` as a legacy ``.h5`` with h5py alone, unless a layer owns layers.
+
+    A layer that owns layers (an RNN's cell, attention's projections) is built once by Keras to
+    learn its variables' order (``name_owned_layer_weights``); ``allow_code`` applies to that build.
+    """
+    if spec.assets:
+        layer = next(iter(spec.assets))
+        raise SurgeonError(
+            f"layer '{layer}' keeps state in files (a vocabulary), which the legacy .h5 format cannot store "
+            "(Keras would reload it empty); write a .keras file"
+        )
+    spec = name_owned_layer_weights(spec, allow_code=allow_code)
     version = keras_version()
     with h5py.File(path, "w") as handle:
         handle.attrs["backend"] = "tensorflow"

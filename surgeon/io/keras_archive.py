@@ -88,6 +88,8 @@ def unsupported_reason(spec: ModelSpec) -> str | None:
     reason = _unsupported_in(spec.config, "")
     if reason:
         return reason
+    if spec.assets:  # files beside the weights (lookup vocabularies): Keras' saver places them
+        return f"the assets of layer '{next(iter(spec.assets))}'"
     for path, named in spec.weights.items():
         for name, value in named.items():
             dtype = np.dtype(getattr(value, "dtype", "float32"))

@@ -6,6 +6,7 @@ TensorFlow is imported inside the functions only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 from surgeon.errors import SurgeonError, one_line
 from surgeon.io.custom_classes import check_classes_known
 from surgeon.io.dialects import to_keras_config, translate
+from surgeon.io.object_paths import is_object_path_form, layer_assets, load_layer_assets, load_object_path_weights
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
 
@@ -77,6 +79,8 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
         raise SurgeonError(_explain_build_failure(error)) from None
     set_weights(model, spec)
     check_custom_weights_read(model, spec)
+    for path, files in spec.assets.items():
+        load_layer_assets(keras_layer(model, path), files)
     if compile and spec.compile_config:
         compile_model(model, spec.compile_config)
     return model
@@ -141,6 +145,9 @@ def set_weights(model, spec: ModelSpec) -> None:
             layer = keras_layer(model, path)
         except ValueError:
             raise SurgeonError(f"the file has weights for '{path}', which is not a layer of the model; the file is inconsistent") from None
+        if is_object_path_form(named):
+            load_object_path_weights(layer, named, path)
+            continue
         expected = [_relative_name(layer, variable) for variable in layer.weights]
         if set(expected) == set(named):
             values = [named[name] for name in expected]
@@ -157,11 +164,47 @@ def set_weights(model, spec: ModelSpec) -> None:
                     f"but the layer expects {tuple(variable.shape)}; the file is inconsistent"
                 )
         layer.set_weights(values)
+        if hasattr(layer, "finalize_state"):
+            # What both Keras loaders do after assigning a layer's variables: an adapted
+            # Normalization or Discretization derives its working state from them
+            # (keras/src/legacy/saving/legacy_h5_format.py, Normalization.load_own_variables).
+            layer.finalize_state()
+
+
+def owns_layers(named: dict) -> bool:
+    """Weights of a layer that owns layers: ``.keras`` object paths or ``cell/kernel``-style names."""
+    return is_object_path_form(named) or any("/" in name for name in named)
+
+
+def name_owned_layer_weights(spec: ModelSpec, *, allow_code: bool = False) -> ModelSpec:
+    """``spec`` with the weights of layers that own layers named and ordered as the legacy ``.h5`` needs.
+
+    The legacy ``.h5`` layout lists each layer's variables by name in
+    ``trainable_weights + non_trainable_weights`` order, which Keras' loader matches by position;
+    for a layer that owns layers that order depends on the owned layers and on the layer's flag
+    (frozen: ``layer.weights`` order), which only the built layer knows: it is built once and asked.
+    ``.keras`` object paths become Keras' variable names on the way.
+    """
+    paths = [path for path, named in spec.weights.items() if owns_layers(named)]
+    if not paths:
+        return spec
+    model = build_keras_model(spec, allow_code=allow_code)
+    weights = dict(spec.weights)
+    for path in paths:
+        layer = keras_layer(model, path)
+        variables = layer.trainable_weights + layer.non_trainable_weights
+        names = [_relative_name(layer, variable) for variable in variables]
+        if len(set(names)) != len(names):  # two owned layers of one name: keep them apart by position
+            names = [f"{index}/{name}" for index, name in enumerate(names)]
+        weights[path] = {name: np.asarray(variable.numpy()) for name, variable in zip(names, variables)}
+    return dataclasses.replace(spec, weights=weights)
 
 
 def _relative_name(layer, variable) -> str:
+    # A variable an owned layer created outside its owner's name scope keeps its own path
+    # (SpectralNormalization's "dense_4/kernel" beside its "spectral_normalization/vector_u").
     prefix = layer.name + "/"
-    return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.name
+    return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
 
 
 def _named_values(layer) -> dict[str, np.ndarray]:
@@ -195,6 +238,9 @@ def spec_from_keras_model(model) -> ModelSpec:
         layer = keras_layer(model, path)
         if layer.weights:
             spec.weights[path] = _named_values(layer)
+        assets = layer_assets(layer)
+        if assets:
+            spec.assets[path] = assets
     spec.weights = door.map_weights(spec.weights)
     spec.notes = door.notes
     if getattr(model, "compiled", False):

@@ -22,12 +22,13 @@ from surgeon.io.consistency import check_layer_entries, check_spec
 from surgeon.io.dialects import Door, translate
 from surgeon.io.files import ZIP_SIGNATURE, read_head
 from surgeon.io.hdf5 import decode, read_dataset
-from surgeon.spec import ModelSpec, Source, iter_layers
+from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers
 from surgeon.weight_names import weight_names
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
 WEIGHTS = "model.weights.h5"
+ASSETS = "assets/"
 
 
 def claims_keras(path: str) -> bool:
@@ -70,19 +71,34 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
             raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
         try:
             weights_file = _open_member(archive, path)
+            assets = {name: archive.read(name) for name in names if name.startswith(ASSETS) and not name.endswith("/")}
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
             raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
     try:
         with weights_file, h5py.File(weights_file, "r") as handle:
-            spec.weights = door.map_weights(_read_weights(handle, spec.config, values, path))
+            objects: dict[str, str] = {}
+            spec.weights = door.map_weights(_read_weights(handle, spec.config, values, path, objects))
             spec.optimizer_variables = _optimizer_variables(handle)
     except OSError:
         raise SurgeonError(f"the weights inside '{path}' are not a valid HDF5 file; the file is corrupt") from None
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as error:
         # RuntimeError: h5py on corrupt B-trees and heaps (found by fuzzing bytes: tests/test_fuzz.py).
         raise SurgeonError(f"the weights inside '{path}' are damaged ({error}); save the model again") from None
+    spec.assets = _layer_assets(assets, objects)
     check_spec(spec)
     return spec
+
+
+def _layer_assets(files: dict[str, bytes], objects: dict[str, str]) -> dict[str, dict[str, bytes]]:
+    """``assets/<object path>/<file>`` -> {layer path: {path below the layer's object: bytes}}."""
+    found: dict[str, dict[str, bytes]] = {}
+    for name, data in files.items():
+        inner = name[len(ASSETS):]
+        owner = max((o for o in objects if inner.startswith(o + "/")), key=len, default=None)
+        if owner is None:
+            raise SurgeonError(f"the .keras file holds asset '{name}' of no layer of the model; the file is inconsistent")
+        found.setdefault(objects[owner], {})[inner[len(owner) + 1:]] = data
+    return found
 
 
 def _translate(config: dict, version: str | None, path: str) -> Door:
@@ -153,8 +169,16 @@ def _optimizer_variables(handle: h5py.File) -> list[str] | None:
     return sorted(handle["optimizer/vars"].keys(), key=int)
 
 
-def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str) -> dict[str, dict]:
-    """Walk the object tree and key each layer's variables by its layer path."""
+def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str, objects: dict[str, str]) -> dict[str, dict]:
+    """Walk the object tree and key each layer's variables by its layer path.
+
+    A layer that owns layers (an RNN's ``cell``, Bidirectional's ``forward_layer``, attention's
+    ``_query_dense``) stores their variables in groups named by attribute below its own group
+    (keras/src/saving/saving_lib.py: ``_save_state`` walks every attribute that is saveable).
+    Such a layer's weights are keyed by those object paths (``forward_layer/cell/vars/0``), which
+    Keras itself resolves when the model is built (surgeon/io/object_paths.py). ``objects`` is
+    filled with each layer's object path (``layers/integer_lookup``) -> layer path.
+    """
     known = dict(iter_layers(model_config))
     weights: dict[str, dict] = {}
 
@@ -171,14 +195,41 @@ def _read_weights(handle: h5py.File, model_config: dict, values: bool, path: str
                     "load and save it again with a current Keras"
                 )
             layer_path = prefix + name
-            variables = child["vars"]
-            count = len(variables)
-            if count:
-                layer = known.get(layer_path, {})
-                names = weight_names(layer.get("class_name", ""), layer.get("config", {}), count)
-                stored = [variables[str(index)] for index in range(count)]
-                weights[layer_path] = {n: read_dataset(d, values, f"'{path}'") for n, d in zip(names, stored)}
+            objects[child.name.lstrip("/")] = layer_path
+            layer = known.get(layer_path, {})
+            owned = [] if is_model_config(layer) else _owned_variables(child)
+            if owned:
+                weights[layer_path] = {n: read_dataset(d, values, f"'{path}'") for n, d in owned}
+            else:
+                variables = child["vars"]
+                count = len(variables)
+                if count:
+                    names = weight_names(layer.get("class_name", ""), layer.get("config", {}), count)
+                    stored = [variables[str(index)] for index in range(count)]
+                    weights[layer_path] = {n: read_dataset(d, values, f"'{path}'") for n, d in zip(names, stored)}
             walk(child, layer_path + "/")
 
     walk(handle, "")
     return weights
+
+
+def _owned_variables(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
+    """``(object path, dataset)`` of the variables of the layers a layer owns; [] when it owns none."""
+    found: list[tuple[str, h5py.Dataset]] = []
+
+    def walk(node: h5py.Group, prefix: str) -> None:
+        for key, child in node.items():
+            if not isinstance(child, h5py.Group):
+                continue
+            if key == "vars":
+                found.extend((f"{prefix}vars/{index}", child[str(index)]) for index in range(len(child)))
+            else:
+                walk(child, f"{prefix}{key}/")
+
+    for key, child in group.items():
+        if key not in ("vars", "layers") and isinstance(child, h5py.Group):
+            walk(child, f"{key}/")
+    if not found:
+        return []
+    own = group["vars"]
+    return [(f"vars/{index}", own[str(index)]) for index in range(len(own))] + found

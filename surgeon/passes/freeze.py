@@ -17,10 +17,10 @@ import fnmatch
 
 from surgeon.errors import SurgeonError, did_you_mean
 from surgeon.graph import Graph
-from surgeon.layer_kinds import BATCH_NORMALIZATION
+from surgeon.layer_kinds import BATCH_NORMALIZATION, frozen_but_trained
 from surgeon.params import ParamCounts, layer_param_count, param_counts
 from surgeon.passes import PassReport
-from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, parent_path
+from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, parent_path, takes_trainable_flag
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
@@ -80,6 +80,13 @@ def freeze(spec: ModelSpec, selection: Selection | None = None) -> tuple[ModelSp
     _write_flags(spec, layers, trainable)
     spec.config["config"]["trainable"] = True  # an outer False is now carried by each layer's flag
     after_frozen = effectively_frozen(spec.config)
+    trained = frozen_but_trained(spec, after_frozen)
+    if trained:
+        raise SurgeonError(
+            f"layer '{trained[0]}' ({layers[trained[0]].get('class_name')}) cannot be frozen in a file: Keras rebuilds "
+            "the layers it owns trainable whatever its flag says, so fine-tuning would change it; "
+            f"unfreeze it (--unfreeze '{trained[0]}'), or set its trainable = False after load_model"
+        )
     for path, layer in layers.items():
         if layer.get("class_name") != "InputLayer" and before_frozen[path] != after_frozen[path]:
             report.changes.append({
@@ -107,14 +114,32 @@ def freeze_batchnorm(spec: ModelSpec) -> tuple[ModelSpec, FreezeReport]:
 def _write_flags(spec: ModelSpec, layers: dict[str, dict], trainable: dict[str, bool]) -> None:
     """Leaves get their flag; a nested model is trainable iff some layer inside it is."""
     for path, layer in layers.items():
-        if layer.get("class_name") == "InputLayer":
-            continue  # InputLayer's config takes no ``trainable`` and has nothing to train
+        if not takes_trainable_flag(layer):
+            continue  # InputLayer, Discretization: no flag to write and nothing to train
         if is_model_config(layer):
             prefix = path + "/"
             value = any(trainable.get(p, False) for p in trainable if p.startswith(prefix))
         else:
             value = trainable.get(path, True)
         layer["config"]["trainable"] = bool(value)
+        if not is_model_config(layer):
+            _write_owned_flags(layer["config"], bool(value))
+
+
+def _write_owned_flags(config: dict, value: bool) -> None:
+    """The flag of every layer config held inside a layer's config: Bidirectional's ``layer`` and
+    ``backward_layer``, TimeDistributed's ``layer``, an RNN's ``cell``.
+
+    Keras builds each owned layer from its own config, flag included, and trains every variable
+    whose own flag is True (Layer.trainable_weights); an outer ``trainable: false`` over an inner
+    ``true`` is a frozen Bidirectional that fine-tuning changes (found by tests/test_owned_layers.py).
+    """
+    for item in config.values():
+        for nested in item if isinstance(item, list) else [item]:
+            if isinstance(nested, dict) and isinstance(nested.get("config"), dict):
+                if "trainable" in nested["config"]:
+                    nested["config"]["trainable"] = value
+                _write_owned_flags(nested["config"], value)
 
 
 def topological_paths(model_config: dict, prefix: str = "") -> list[str]:

@@ -27,7 +27,7 @@ from surgeon.graph import Graph, Node, Tensor, recorded_tensors
 from surgeon.passes import PassReport
 from surgeon.passes.fold_bn import fold_bn as fold_bn_pass
 from surgeon.passes.strip_dropout import strip_dropout
-from surgeon.spec import ModelSpec, io_refs, is_model_config, iter_layers, keras_tensor, layer_name, map_io_refs, map_tensor_refs, unique_name
+from surgeon.spec import ModelSpec, io_refs, is_model_config, iter_layers, keras_tensor, layer_name, map_io_refs, map_tensor_refs, takes_trainable_flag, unique_name
 
 # The layers after which a person would cut an image classifier: the feature vector.
 FEATURE_LAYERS = frozenset({
@@ -99,11 +99,11 @@ def split(spec: ModelSpec, at: str | None = None, *, fold_bn: bool = False) -> t
 
     base = dataclasses.replace(
         spec.copy(), config=base_config, compile_config=None, optimizer_variables=None,
-        weights=_weights_for(spec, base_config, prefix),
+        weights=_weights_for(spec.weights, base_config, prefix), assets=_weights_for(spec.assets, base_config, prefix),
     )
     top = dataclasses.replace(
         spec.copy(), config=halves.top, optimizer_variables=None,  # a fresh optimizer: see compile_model
-        weights=_weights_for(spec, halves.top, ""),
+        weights=_weights_for(spec.weights, halves.top, ""), assets=_weights_for(spec.assets, halves.top, ""),
     )
     base_passes = []
     base, report = strip_dropout(base, only_frozen=True)
@@ -446,13 +446,14 @@ def _freeze_all(model: dict) -> None:
     """trainable=False on the model, every nested model and every layer: the base is never trained."""
     model["config"]["trainable"] = False
     for _, layer in iter_layers(model):
-        if layer.get("class_name") != "InputLayer":  # no weights, and its config has no such key
-            layer.setdefault("config", {})["trainable"] = False
+        if takes_trainable_flag(layer):  # InputLayer, Discretization: no weights, and no such key
+            layer["config"]["trainable"] = False
 
 
-def _weights_for(spec: ModelSpec, model: dict, prefix: str) -> dict:
+def _weights_for(state: dict, model: dict, prefix: str) -> dict:
+    """The entries of ``state`` (weights or assets, by layer path) of the layers ``model`` holds."""
     # The top's new InputLayers may carry the name of a base layer with weights: never theirs.
     return {
-        path: dict(spec.weights[prefix + path]) for path, layer in iter_layers(model)
-        if prefix + path in spec.weights and layer.get("class_name") != "InputLayer"
+        path: dict(state[prefix + path]) for path, layer in iter_layers(model)
+        if prefix + path in state and layer.get("class_name") != "InputLayer"
     }
