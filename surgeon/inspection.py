@@ -178,7 +178,7 @@ def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]
             "so the training run that saved this file kept updating them",
             slotted, f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
         ))
-    elif spec.source.format == "keras" and optimizer_name in OPTIMIZER_SLOTS:
+    elif spec.source.format == "keras" and spec.source.dialect == "keras3" and optimizer_name in OPTIMIZER_SLOTS:
         trained = sum(1 for p, ws in spec.weights.items() if not frozen.get(p) for w in ws if w not in ("moving_mean", "moving_variance"))
         expected = 2 + OPTIMIZER_SLOTS[optimizer_name] * trained
         if len(stored) != expected:
@@ -188,7 +188,14 @@ def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]
                 "flags were changed after compile()/fit(); Keras will drop the optimizer state on load",
                 [], f"surgeon freeze {_name(spec)} -o {_output(spec, 'frozen')}",
             ))
-    if spec.source.format == "h5":
+    if spec.source.dialect == "keras2" and spec.source.format != "h5":
+        hazards.append(Hazard(
+            "optimizer-state",
+            "the file stores Keras 2 optimizer state, which no Keras 3 optimizer can take: rewriting drops it "
+            "and compiles a fresh optimizer of the same configuration",
+            [], f"surgeon freeze {_name(spec)} -o {_output(spec, 'ready')}",
+        ))
+    elif spec.source.format == "h5":
         hazards.append(Hazard(
             "optimizer-state",
             "the .h5 file stores optimizer state; Keras 3 restores it into an optimizer built for another variable set, "
@@ -207,7 +214,7 @@ def _has_slot(path: str, weight: str, stored: list[str]) -> bool:
 def _name(spec: ModelSpec) -> str:
     import os
 
-    return os.path.basename(spec.source.path) if spec.source.path else "MODEL"
+    return os.path.basename(os.path.normpath(spec.source.path)) if spec.source.path else "MODEL"
 
 
 def _output(spec: ModelSpec, stem: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from surgeon.commands.common import (
-    AllowCode, Atol, EXIT_FAILED, Force, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console, print_json,
+    AllowCode, Atol, EXIT_FAILED, Force, Json, ModelPath, ModelWeights, NoVerify, OutputPath, Rtol, Samples, command, console, print_json,
 )
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
 
@@ -19,6 +19,7 @@ def convert(
     rtol: Rtol = None,
     as_json: Json = False,
     allow_code: AllowCode = False,
+    weights: ModelWeights = None,
 ) -> int:
     """Write the Keras 3 equivalent of a model file (Keras 2 .h5 files included) and verify it.
 

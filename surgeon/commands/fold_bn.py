@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, command, console,
+    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, OutputPath, command, console,
     print_json,
 )
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL
@@ -30,6 +30,7 @@ def fold_bn(
     as_json: Json = False,
     force: Force = False,
     allow_code: AllowCode = False,
+    weights: ModelWeights = None,
 ) -> int:
     """Fold frozen BatchNormalization layers into their neighbours' weights, write and verify.
 

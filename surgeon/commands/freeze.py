@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console,
+    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, OutputPath, Rtol, Samples, command, console,
     print_json,
 )
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
@@ -61,6 +61,7 @@ def rewrite_command(library_function: str, message: str, doc: str):
         as_json: Json = False,
         force: Force = False,
         allow_code: AllowCode = False,
+        weights: ModelWeights = None,
     ) -> int:
         import surgeon.prepare
 

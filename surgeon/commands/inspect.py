@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import Json, ModelPath, command, console, print_json
+from surgeon.commands.common import Json, ModelPath, ModelWeights, command, console, print_json
 
 
 @command
@@ -17,6 +17,7 @@ def inspect(
     model: ModelPath,
     as_json: Json = False,
     all_layers: Annotated[bool, typer.Option("--layers/--no-layers", help="Show the table of layers.")] = True,
+    weights: ModelWeights = None,
 ) -> int:
     """Show a model file's layers, parameter counts and fine-tuning hazards.
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, Rtol, Samples, command, console, print_json,
+    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, Rtol, Samples, command, console, print_json,
 )
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
 
@@ -29,6 +29,7 @@ def split(
     atol: Atol = DEFAULT_ATOL,
     rtol: Rtol = None,
     allow_code: AllowCode = False,
+    weights: ModelWeights = None,
 ) -> int:
     """Cut a model into a frozen base (feature extractor) and a trainable top (head).
 

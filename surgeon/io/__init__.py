@@ -6,8 +6,10 @@ from surgeon.io.files import detect_input, format_for_output
 from surgeon.spec import ModelSpec
 
 
-def read_model(path: str, *, values: bool = True) -> ModelSpec:
-    """Read a ``.keras`` or ``.h5`` model file into a ModelSpec without importing TensorFlow.
+def read_model(path: str, *, values: bool = True, weights: str | None = None) -> ModelSpec:
+    """Read a model into a ModelSpec without importing TensorFlow: a ``.keras`` or ``.h5`` file
+    (Keras 3, or Keras 2 translated at the door), a tf.keras SavedModel directory, or an
+    architecture ``.json`` whose weights are ``weights`` (or share its stem: ``model.h5``).
 
     ``values=False`` reads weight shapes only (what ``inspect`` needs).
 
@@ -21,6 +23,14 @@ def read_model(path: str, *, values: bool = True) -> ModelSpec:
         from surgeon.io.h5_reader import read_h5
 
         return read_h5(path, values=values)
+    if kind == "saved_model":
+        from surgeon.io.saved_model_reader import read_saved_model
+
+        return read_saved_model(path, values=values)
+    if kind == "json":
+        from surgeon.io.json_reader import read_json_model
+
+        return read_json_model(path, values=values, weights=weights)
     from surgeon.io.keras_reader import read_keras
 
     return read_keras(path, values=values)

@@ -27,13 +27,18 @@ def format_for_output(path: str) -> str:
 
 
 def detect_input(path: str) -> str:
-    """'h5' or 'keras' for a readable model file; SurgeonError for anything else."""
+    """'h5', 'keras', 'saved_model' (a directory) or 'json' (an architecture, weights beside it) for a
+    readable model; SurgeonError for anything else."""
     if not os.path.exists(path):
         raise SurgeonError(f"no such file: '{path}'; check the path")
     if os.path.isdir(path):
+        from surgeon.io.saved_model_reader import is_saved_model
+
+        if is_saved_model(path):
+            return "saved_model"
         raise SurgeonError(
-            f"'{path}' is a directory; surgeon reads .keras and .h5 model files "
-            "(a TensorFlow SavedModel directory must be re-saved with model.save('model.keras'))"
+            f"'{path}' is a directory but not a SavedModel (no keras_metadata.pb or saved_model.pb); "
+            "surgeon reads .keras, .h5 and model.json files and SavedModel directories"
         )
     try:
         with open(path, "rb") as handle:
@@ -51,9 +56,11 @@ def detect_input(path: str) -> str:
             raise SurgeonError(f"'{path}' is a truncated or corrupt zip file; the .keras file is damaged, save or download it again")
         return "keras"
     extension = os.path.splitext(path)[1].lower()
+    if extension == ".json":
+        return "json"
     kind = {"h5": "HDF5", "keras": ".keras (zip)"}.get(MODEL_EXTENSIONS.get(extension, ""), "")
     if kind:
         raise SurgeonError(f"'{path}' is not a valid {kind} file (wrong signature); the file is damaged or not a model")
     raise SurgeonError(
-        f"'{path}' is not a Keras model file; surgeon reads .keras and .h5 files saved by Keras"
+        f"'{path}' is not a Keras model file; surgeon reads .keras, .h5 and model.json files and SavedModel directories saved by Keras"
     )

@@ -48,11 +48,18 @@ def check_code_layers(spec: ModelSpec, allow_code: bool) -> None:
 
 
 def load_checked(path: str, *, allow_code: bool = False):
-    """``load_plain`` for a file a user gave us: damaged files and code are refused with one line first."""
+    """``load_plain`` for a file a user gave us: damaged files and code are refused with one line first.
+
+    Files Keras 3 cannot load (Keras 2 ones: SavedModel directories, architecture JSON, ...) are
+    built from surgeon's reading instead.
+    """
     from surgeon.io import read_model
     from surgeon.verify import load_plain
 
-    check_code_layers(read_model(path, values=False), allow_code)
+    shapes = read_model(path, values=False)
+    check_code_layers(shapes, allow_code)
+    if shapes.source.dialect == "keras2":
+        return build_keras_model(read_model(path), allow_code=allow_code)
     return load_plain(path, allow_code=allow_code)
 
 

@@ -20,6 +20,7 @@ from surgeon.errors import SurgeonError
 from surgeon.io import dialects
 from surgeon.io.consistency import check_layer_entries, check_spec
 from surgeon.io.hdf5 import decode, read_dataset
+from surgeon.io.tf_keras_archive import is_tf_keras_config, read_tf_keras
 from surgeon.io.weight_names import weight_names
 from surgeon.spec import ModelSpec, Source, iter_layers
 
@@ -44,9 +45,11 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
             raise SurgeonError(f"cannot read the config inside '{path}' ({error}); the file is corrupt") from None
         if not isinstance(config, dict):
             raise SurgeonError(f"the config inside '{path}' is not a JSON object; the file is corrupt")
-        compile_config = config.pop("compile_config", None)
         version = metadata.get("keras_version") if isinstance(metadata, dict) else None
         version = version if isinstance(version, str) else None
+        if is_tf_keras_config(config, version):
+            return read_tf_keras(path, archive, config, version, values)
+        compile_config = config.pop("compile_config", None)
         door = _translate(config, version, path)
         spec = ModelSpec(
             config=door.config,
