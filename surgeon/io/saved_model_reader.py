@@ -127,21 +127,32 @@ def _follow(graph: list[TrackableObject], node_path: str, path: str) -> Trackabl
 
 
 def _variables(graph, node: TrackableObject, checkpoint: Checkpoint, values: bool, path: str, layer: str) -> dict:
-    listed = dict(node.children).get("variables")
-    if listed is None:
-        return {}
-    own_names = {}
+    """The layer's variables by attribute name (``kernel``), in ``layer.weights`` order.
+
+    With traces (the default) the layer's ``variables`` child lists them in that order; without
+    (``save_traces=False``) only the attributes are there, in creation order, which for built-in
+    layers is the same. An RNN layer's variables are attributes of its ``cell``, one level down.
+    """
+    attributes: list[tuple[str, int]] = []
     for local, child in node.children:
-        if local not in _BOOKKEEPING:
-            own_names.setdefault(child, local)
-            for inner_local, inner in graph[child].children if 0 <= child < len(graph) else ():
-                own_names.setdefault(inner, inner_local)  # an RNN layer's cell.kernel
+        if local in _BOOKKEEPING or not 0 <= child < len(graph):
+            continue
+        attributes.append((local, child))
+        attributes += [(inner_local, inner) for inner_local, inner in graph[child].children if 0 <= inner < len(graph)]
+    names: dict[int, str] = {}
+    for local, child in attributes:
+        names.setdefault(child, local)
+    listed = dict(node.children).get("variables")
+    if listed is not None and 0 <= listed < len(graph):
+        order = [child for _, child in sorted(graph[listed].children, key=lambda c: int(c[0]) if c[0].isdigit() else 0)]
+    else:
+        order = list(dict.fromkeys(child for _, child in attributes if graph[child].variable_key is not None))
     result = {}
-    for index, (_, variable) in enumerate(sorted(graph[listed].children, key=lambda c: int(c[0]) if c[0].isdigit() else 0)):
+    for index, variable in enumerate(order):
         key = graph[variable].variable_key if 0 <= variable < len(graph) else None
         if key is None or key not in checkpoint.entries:
             raise SurgeonError(f"the checkpoint in '{path}' lacks variable {index} of layer '{layer}'; "
                                "the SavedModel is incomplete, save it again")
-        name = own_names.get(variable, str(index))
+        name = names.get(variable, str(index))
         result[name if name not in result else f"{name}_{index}"] = checkpoint.read(key) if values else checkpoint.shape(key)
     return result
