@@ -99,6 +99,10 @@ class Checkpoint:
         if OBJECT_GRAPH_KEY not in self.entries:
             raise SurgeonError(f"the checkpoint in '{self.shown}' has no object graph; it was not written by "
                                "model.save or tf.train.Checkpoint, save the model again")
+        entry = self.entries[OBJECT_GRAPH_KEY]
+        if entry.dtype != "string" or entry.shape != ():
+            raise SurgeonError(f"the checkpoint object graph in '{self.shown}' is a {entry.dtype} tensor of shape {entry.shape}, "
+                               "not a serialized graph; the checkpoint is damaged, save the model again")
         try:
             graph = message(self.read(OBJECT_GRAPH_KEY).item(), {1: ("nodes", "repeated bytes")})
             return [_trackable(node) for node in graph["nodes"]]
