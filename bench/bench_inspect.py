@@ -1,4 +1,5 @@
-"""Wall time of `surgeon inspect` on a ResNet50 .h5/.keras against `python -c "import tensorflow"`.
+"""Wall time of `surgeon inspect` on a ResNet50 .h5/.keras (and, with tf_keras installed, a tf.keras 2
+SavedModel directory) against `python -c "import tensorflow"`.
 
 Each command runs in a fresh process (as a user types it), several times; the median is reported.
 The ResNet50 files are built once with weights=None (no download) under bench/out/.
@@ -34,6 +35,23 @@ def ensure_resnet50() -> list[Path]:
     return paths
 
 
+def ensure_resnet50_saved_model() -> list[Path]:
+    """ResNet50 as tf.keras 2 saved it by default (model.save without extension), if tf_keras is there."""
+    import importlib.util
+
+    path = OUT / "resnet50_savedmodel"
+    if path.exists() or importlib.util.find_spec("tf_keras") is None:
+        return [path] if path.exists() else []
+    code = f"import tf_keras; m = tf_keras.applications.ResNet50(weights=None); m.save({str(path)!r}, save_format='tf')"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1"})
+    return [path]
+
+
+def size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
 def median_wall(argv: list[str], runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -50,13 +68,13 @@ def main() -> None:
     surgeon = shutil.which("surgeon") or str(Path(sys.executable).parent / "surgeon")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; python {platform.python_version()}")
     rows = [("python -c 'import tensorflow'", [sys.executable, "-c", "import tensorflow"])]
-    for path in ensure_resnet50():
-        rows.append((f"surgeon inspect {path.name} ({path.stat().st_size / 1e6:.0f} MB)", [surgeon, "inspect", str(path)]))
+    for path in ensure_resnet50() + ensure_resnet50_saved_model():
+        rows.append((f"surgeon inspect {path.name} ({size_mb(path):.0f} MB)", [surgeon, "inspect", str(path)]))
         rows.append((f"surgeon inspect {path.name} --json", [surgeon, "inspect", str(path), "--json"]))
     rows.append(("surgeon --help", [surgeon, "--help"]))
-    print(f"{'command':<50} {'median wall (s)':>16}   ({args.runs} runs each)")
+    print(f"{'command':<56} {'median wall (s)':>16}   ({args.runs} runs each)")
     for label, argv in rows:
-        print(f"{label:<50} {median_wall(argv, args.runs):>16.3f}")
+        print(f"{label:<56} {median_wall(argv, args.runs):>16.3f}")
 
 
 if __name__ == "__main__":

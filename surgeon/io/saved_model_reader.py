@@ -61,8 +61,9 @@ def read_saved_model(path: str, *, values: bool = True):
 
     optimizer = sorted(key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE") for key in checkpoint.entries if key.startswith("optimizer/"))
     version = metadata.get("keras_version") if isinstance(metadata.get("keras_version"), str) else None
-    return read_keras2_parts(model_config, metadata.get("training_config"), version, path, "saved_model",
-                             read_weights, optimizer_variables=[name for name in optimizer if "/_variables/" in name] or None)
+    with checkpoint:
+        return read_keras2_parts(model_config, metadata.get("training_config"), version, path, "saved_model",
+                                 read_weights, optimizer_variables=[name for name in optimizer if "/_variables/" in name] or None)
 
 
 def _read_metadata(path: str) -> dict[str, dict]:

@@ -66,7 +66,7 @@ class Checkpoint:
         if header["endianness"] != 0:
             raise SurgeonError(f"the checkpoint in '{shown}' was written big-endian; re-save it on a little-endian machine")
         self.num_shards = max(1, header["num_shards"])
-        self._shards: dict[int, bytes] = {}
+        self._shards: dict = {}  # shard number -> open file
 
     def shape(self, key: str) -> WeightShape:
         """Shape and dtype, checked against the bytes the data shard holds, without reading them."""
@@ -74,9 +74,8 @@ class Checkpoint:
         return WeightShape(entry.shape, np.dtype(entry.dtype))
 
     def read(self, key: str) -> np.ndarray:
-        data = self._shard(self.entries[key].shard)
-        entry = self._checked(key, len(data))
-        raw = data[entry.offset:entry.offset + entry.size]
+        entry = self._checked(key, self._shard_size(self.entries[key].shard))
+        raw = self._bytes(entry)
         count = int(np.prod(entry.shape, dtype=object))
         if entry.dtype == "string":
             try:
@@ -112,10 +111,31 @@ class Checkpoint:
     def _shard_name(self, shard: int) -> str:
         return f"{self.prefix}.data-{shard:05d}-of-{self.num_shards:05d}"
 
-    def _shard(self, shard: int) -> bytes:
-        if shard not in self._shards:
-            self._shards[shard] = _read_file(self._shard_name(shard), self.shown)
-        return self._shards[shard]
+    def _bytes(self, entry: Entry) -> bytes:
+        """Only the entry's bytes: inspect reads the object graph, not the 100 MB of weights beside it."""
+        if entry.shard not in self._shards:
+            try:
+                self._shards[entry.shard] = open(self._shard_name(entry.shard), "rb")
+            except OSError:
+                _read_file(self._shard_name(entry.shard), self.shown)  # the one-line error
+                raise
+        handle = self._shards[entry.shard]
+        handle.seek(entry.offset)
+        data = handle.read(entry.size)
+        if len(data) != entry.size:
+            raise SurgeonError(f"the checkpoint data in '{self.shown}' is truncated; copy or save the model again")
+        return data
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self._shards.values():
+            handle.close()
+        self._shards.clear()
 
     def _shard_size(self, shard: int) -> int:
         try:
