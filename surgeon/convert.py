@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 
 from surgeon.child_process import last_error_line, run_python
+from surgeon.passes.recompile import recompile
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, VerifyReport, compare, load_plain, run, seeded_inputs
 
@@ -106,7 +107,10 @@ def convert_file(
                                     rtol=DEFAULT_RTOL if verify.rtol is None else verify.rtol, allow_code=allow_code,
                                     weights=spec.source.weights_path)
 
-    return rewrite_file(input_path, output_path, [], force=force, verify=verify, allow_code=allow_code, after_write=against_original)
+    # recompile with no options keeps the compile config and drops stored optimizer state (Keras 2
+    # slots cannot go into a Keras 3 optimizer), saying so in its notes.
+    return rewrite_file(input_path, output_path, [recompile], force=force, verify=verify, allow_code=allow_code,
+                        after_write=against_original)
 
 
 __all__ = ["convert_file", "check_against_keras2", "tf_keras_available", "DEFAULT_ATOL", "DEFAULT_RTOL"]

@@ -42,7 +42,7 @@ def convert(
     from rich.markup import escape
 
     out = console()
-    for note in result.notes:
+    for note in [note for report in result.passes for note in report.notes] + result.notes:
         out.print(f"- {escape(note)}")
     print_verification(out, result.verification, "Against surgeon's reading of the original")
     if result.checked is not None:
