@@ -21,13 +21,16 @@ def convert(
     allow_code: AllowCode = False,
     weights: ModelWeights = None,
 ) -> int:
-    """Write the Keras 3 equivalent of a model file (Keras 2 .h5 files included) and verify it.
+    """Write the Keras 3 equivalent of a model and verify it: Keras 2 files included (.h5, tf.keras
+    .keras, SavedModel directories, architecture JSON + weights).
 
-    Renamed layers, translated TF-op layers and optimizer settings are listed. With tf_keras
-    installed (pip install 'surgeon[keras2]') the result is also compared with the original run
-    by Keras 2 itself.
+    Renamed layers, translated TF-op layers and optimizer settings are listed; stored optimizer
+    state is dropped (the compile config is kept). With tf_keras installed (pip install
+    'surgeon[keras2]') the result is also compared with the original run by Keras 2 itself.
 
-    Example: surgeon convert old_model.h5 -o model.keras
+    Example: surgeon convert my_model/ -o my_model.keras
+
+    Example: surgeon convert model.json --weights weights.h5 -o model.keras
     """
     from surgeon.convert import convert_file
     from surgeon.report import print_verification, status
