@@ -46,7 +46,7 @@ def trials(path: str, count: int, reproducible: bool) -> list[str]:
 
     from surgeon.finetune_check import (DEFAULT_BATCH, DEFAULT_STEPS, compile_if_needed, fit_steps, keras_seed,
                                         reproducible_runtime, synthetic_data)
-    from surgeon.verify import load_plain
+    from surgeon.io.keras_model import load_plain
 
     if reproducible:
         reproducible_runtime()  # what the check's process does: op determinism and one inter-op thread

@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def child(mode: str, base: str, data: str, out: str, batch_size: int) -> None:
     import numpy as np
 
-    from surgeon.verify import load_plain
+    from surgeon.io.keras_model import load_plain
 
     model = load_plain(base)
     started = time.perf_counter()

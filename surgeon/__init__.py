@@ -27,7 +27,7 @@ _EXPORTS = {
     "build_keras_model": "surgeon.io.keras_model",
     "spec_from_keras_model": "surgeon.io.keras_model",
     "inspect_spec": "surgeon.inspection",
-    "verify_files": "surgeon.verify",
+    "verify_files": "surgeon.rewrite",
     "verify_model": "surgeon.verify",
     "fold_bn_file": "surgeon.fold",
     "fold_bn_model": "surgeon.fold",

@@ -1,6 +1,6 @@
 """``convert``: write the Keras 3 equivalent of a model file, checked against its own Keras.
 
-A Keras 2 file is translated at the door (``surgeon/io/keras2.py``). The written file is verified
+A Keras 2 file is translated at the door (the ``surgeon/io/keras2`` package). The written file is verified
 twice: against surgeon's in-memory reading of the original (as every rewrite is), and - when
 ``tf_keras`` is installed (``pip install 'surgeon[keras2]'``) - against the original file run by
 Keras 2 itself in a separate process, on the same seeded inputs. The second check is the one that
@@ -17,9 +17,10 @@ import tempfile
 import numpy as np
 
 from surgeon.child_process import last_error_line, run_python
+from surgeon.io.keras_model import load_plain
 from surgeon.passes.recompile import recompile
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, VerifyReport, compare, load_plain, run, seeded_inputs
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, VerifyReport, compare, run, seeded_inputs
 
 # Runs in a child process: TF_USE_LEGACY_KERAS=1 makes tf.keras Keras 2 (tf_keras), which cannot
 # share a process with Keras 3.

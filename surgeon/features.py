@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from surgeon.errors import SurgeonError
+from surgeon.io.loading import load_checked
 from surgeon.io.output import check_target, pending_outputs
 from surgeon.passes.split import feature_keys
 
@@ -98,8 +99,6 @@ def extract_features(base, data: str, output: str, *, batch_size: int = 32, forc
 
 def _load_base(base, allow_code: bool):
     if isinstance(base, (str, os.PathLike)):
-        from surgeon.io.keras_model import load_checked
-
         try:
             return load_checked(str(base), allow_code=allow_code), str(base)
         except SurgeonError:

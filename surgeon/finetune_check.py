@@ -198,7 +198,7 @@ def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAUL
               allow_code: bool = False) -> FineTuneReport:
     """The check itself, in this process. Its determinism verdict holds only in a process set up by
     ``reproducible_runtime`` (the fresh one ``check_fine_tuning`` starts). Seeds Keras' global RNGs."""
-    from surgeon.verify import load_plain
+    from surgeon.io.keras_model import load_plain
 
     notes: list[str] = []
     keras_seed(seed)

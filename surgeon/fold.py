@@ -6,6 +6,7 @@ with verification off never imports it.
 
 from __future__ import annotations
 
+from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
 from surgeon.passes import PassReport
 from surgeon.passes.fold_bn import fold_bn
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
@@ -53,8 +54,6 @@ def fold_bn_model(model, fold_all: bool = False):
         >>> any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
         False
     """
-    from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
-
     spec, report = fold_bn(spec_from_keras_model(model), fold_all=fold_all)
     return build_keras_model(spec, compile=True), report
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from surgeon.io.weight_names import is_trainable_weight
 from surgeon.spec import ModelSpec, effectively_frozen, iter_layers
+from surgeon.weight_names import is_trainable_weight
 
 
 @dataclasses.dataclass

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 from typing import Sequence
 
+from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
 from surgeon.passes import REGISTRY, PassReport
 from surgeon.passes.freeze import Selection
 from surgeon.passes.recompile import CompileOptions
@@ -101,8 +102,6 @@ def prepare_model(model, selection: Selection | None = None, compile: CompileOpt
 
 
 def _run_model(names, model, selection, compile) -> tuple[object, list[PassReport]]:
-    from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
-
     spec, reports = apply_passes(spec_from_keras_model(model), pipeline(names, selection, compile))
     return build_keras_model(spec, compile=True), reports
 

@@ -1,18 +1,25 @@
-"""Read -> rewrite -> write atomically -> verify the written file: the path every command takes."""
+"""Read -> rewrite -> write atomically -> verify the written file: the path every command takes.
+
+``verify_files`` (``surgeon verify``) compares two files with the same resolved options.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Sequence
 
-from surgeon.io import read_model, write_model
-from surgeon.io.keras_model import check_code_layers
-from surgeon.io.output import check_output_path, pending_outputs
-from surgeon.passes import PassReport
-from surgeon.spec import ModelSpec
 import numpy as np
 
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL, VerifyReport
+from surgeon.io import read_model, write_model
+from surgeon.io.keras_model import build_keras_model, check_code_layers
+from surgeon.io.loading import refuse_code_in_file
+from surgeon.io.output import check_output_path, pending_outputs
+from surgeon.layer_kinds import mode_dependent_layers
+from surgeon.passes import PassReport
+from surgeon.spec import ModelSpec
+from surgeon.verify import (
+    DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL, VerifyReport, load_inputs, verify_model,
+)
 
 SpecPass = Callable[[ModelSpec], tuple[ModelSpec, PassReport]]
 
@@ -38,8 +45,6 @@ class VerifyOptions:
 
     def resolve(self, original: ModelSpec, rewritten: ModelSpec | None = None) -> tuple["VerifyOptions", list[str]]:
         """Fill in what was left to the model; return the options and notes saying what and why."""
-        from surgeon.passes.fold_bn import mode_dependent_layers
-
         options, notes = dataclasses.replace(self), []
         if options.samples is None:
             options.samples = verification_samples(original)
@@ -161,9 +166,6 @@ def rewrite_file(
 
 
 def verify_against(original: ModelSpec, candidate_path: str, options: VerifyOptions, *, allow_code: bool = False) -> VerifyReport:
-    from surgeon.io.keras_model import build_keras_model
-    from surgeon.verify import load_inputs, verify_model
-
     reference = build_keras_model(original, allow_code=allow_code)
     inputs = load_inputs(options.inputs, reference) if options.inputs else None
     return verify_model(
@@ -176,3 +178,36 @@ def verify_against(original: ModelSpec, candidate_path: str, options: VerifyOpti
         training_check=options.training_check,
         allow_code=allow_code,
     )
+
+
+def verify_files(
+    reference_path: str,
+    candidate_path: str,
+    *,
+    inputs: str | None = None,
+    samples: int | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float | None = None,
+    training_check: bool = False,
+    allow_code: bool = False,
+) -> VerifyReport:
+    """Compare two model files (``surgeon verify``).
+
+    The reference is read by surgeon's reader (so Keras 2 files and Keras 3 files that Keras
+    cannot reload still serve as references); the candidate is loaded by plain Keras.
+    ``samples``/``rtol`` left None are chosen from the reference (``VerifyOptions.resolve``).
+
+    Example:
+        >>> report = verify_files("model.h5", "folded.h5")
+        >>> report.passed, report.max_rel
+        (True, 3.1e-07)
+    """
+    # The candidate is checked like any input (damaged file, code) before Keras sees it: bad
+    # input is exit 2, only a loadable model that differs is a failed verification.
+    refuse_code_in_file(candidate_path, allow_code)
+    original = read_model(reference_path)
+    options, _ = VerifyOptions(samples=samples, atol=atol, rtol=rtol, training_check=training_check).resolve(original)
+    reference = build_keras_model(original, allow_code=allow_code)
+    data = load_inputs(inputs, reference) if inputs else None
+    return verify_model(reference, candidate_path, inputs=data, samples=options.samples, atol=atol, rtol=options.rtol,
+                        training_check=training_check, allow_code=allow_code)

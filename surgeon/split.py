@@ -14,12 +14,12 @@ import numpy as np
 
 from surgeon.errors import SurgeonError
 from surgeon.io import read_model, write_model
-from surgeon.io.keras_model import check_code_layers
+from surgeon.io.keras_model import build_keras_model, check_code_layers, load_plain, spec_from_keras_model
 from surgeon.io.output import check_output_path, pending_outputs
 from surgeon.passes.split import SplitReport, split
 from surgeon.rewrite import VerifyOptions
 from surgeon.spec import ModelSpec, io_refs
-from surgeon.verify import VerifyReport
+from surgeon.verify import VerifyReport, compare, load_inputs, run, seeded_inputs
 
 
 @dataclasses.dataclass
@@ -98,9 +98,6 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
     Also checks that the base is mode-independent: its features in training mode equal those in
     inference mode, which is what makes cached features exact for fine-tuning.
     """
-    from surgeon.io.keras_model import build_keras_model
-    from surgeon.verify import load_inputs, load_plain, seeded_inputs
-
     reference = build_keras_model(original, allow_code=allow_code)
     try:
         base = load_plain(base_path, allow_code=allow_code)
@@ -117,8 +114,6 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
 def compose_checks(reference, base, top, inputs: list[np.ndarray], input_names: list[str], report: SplitReport,
                    *, atol: float, rtol: float):
     """top(base(x)) against reference(x) in inference mode, and the base's features across modes."""
-    from surgeon.verify import compare, run
-
     by_name = dict(zip(input_names, inputs))
     base_inputs = [by_name[name] for name in report.base_inputs]
     features = run(base, base_inputs)
@@ -138,8 +133,6 @@ def split_model(model, at: str | None = None, *, fold_bn: bool = False):
         >>> np.allclose(top(base(x)), model(x))
         True
     """
-    from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
-
     spec = spec_from_keras_model(model)
     base, top, report = split(spec, at, fold_bn=fold_bn)
     return build_keras_model(base), build_keras_model(top, compile=True), report

@@ -1,7 +1,8 @@
 """The one numerical check: reload a written file with plain Keras and compare it with the original.
 
 Every rewriting command calls ``verify_model`` on the file it wrote, before the file is renamed
-into place; ``surgeon verify`` calls it on two files. The candidate is always loaded with plain
+into place; ``surgeon verify`` calls it on two files (``rewrite.verify_files``, which reads the
+reference and resolves the options first). The candidate is always loaded with plain
 ``keras.models.load_model`` (as a user's fine-tuning job will load it), never with surgeon's
 reader, so that a writer bug cannot hide itself.
 """
@@ -13,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from surgeon.errors import SurgeonError
+from surgeon.io.keras_model import load_plain
 
 DEFAULT_SAMPLES = 8
 DEFAULT_ATOL = 1e-6
@@ -54,17 +56,6 @@ class VerifyReport:
     @property
     def max_rel(self) -> float:
         return max((c.max_rel for c in self.checks), default=0.0)
-
-
-def load_plain(path: str, *, allow_code: bool = False):
-    """Load a file exactly as a user would: ``keras.models.load_model`` with no help from surgeon."""
-    from surgeon.io.keras_model import no_stdout_noise, quiet_tensorflow
-
-    quiet_tensorflow()
-    import keras
-
-    with no_stdout_noise():
-        return keras.models.load_model(path, safe_mode=not allow_code)
 
 
 def seeded_inputs(model, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[np.ndarray]:
@@ -193,39 +184,3 @@ def _check_same_inputs(reference, candidate) -> None:
     if ours != theirs:
         raise SurgeonError(f"the models take different inputs (reference {ours}, candidate {theirs}); they are not comparable")
 
-
-def verify_files(
-    reference_path: str,
-    candidate_path: str,
-    *,
-    inputs: str | None = None,
-    samples: int | None = None,
-    atol: float = DEFAULT_ATOL,
-    rtol: float | None = None,
-    training_check: bool = False,
-    allow_code: bool = False,
-) -> VerifyReport:
-    """Compare two model files (``surgeon verify``).
-
-    The reference is read by surgeon's reader (so Keras 2 files and Keras 3 files that Keras
-    cannot reload still serve as references); the candidate is loaded by plain Keras.
-    ``samples``/``rtol`` left None are chosen from the reference (``VerifyOptions.resolve``).
-
-    Example:
-        >>> report = verify_files("model.h5", "folded.h5")
-        >>> report.passed, report.max_rel
-        (True, 3.1e-07)
-    """
-    from surgeon.io import read_model
-    from surgeon.io.keras_model import build_keras_model, check_code_layers
-    from surgeon.rewrite import VerifyOptions
-
-    # The candidate is checked like any input (damaged file, code) before Keras sees it: bad
-    # input is exit 2, only a loadable model that differs is a failed verification.
-    check_code_layers(read_model(candidate_path, values=False), allow_code)
-    original = read_model(reference_path)
-    options, _ = VerifyOptions(samples=samples, atol=atol, rtol=rtol, training_check=training_check).resolve(original)
-    reference = build_keras_model(original, allow_code=allow_code)
-    data = load_inputs(inputs, reference) if inputs else None
-    return verify_model(reference, candidate_path, inputs=data, samples=options.samples, atol=atol, rtol=options.rtol,
-                        training_check=training_check, allow_code=allow_code)

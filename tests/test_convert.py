@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from conftest import fixture_path
 from surgeon.cli import app
 from surgeon.convert import tf_keras_available
-from surgeon.verify import load_plain
+from surgeon.io.keras_model import load_plain
 
 runner = CliRunner()
 KERAS2 = ["k2_nested", "k2_depthwise", "k2_slash_names", "k2_tfop", "k2_sequential", "k2_standalone21", "k2_standalone21_functional"]

@@ -9,7 +9,8 @@ from conftest import fixture_path, plain_model
 from surgeon.io import read_model, write_model
 from surgeon.io.hdf5 import read_name_list
 from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
-from surgeon.verify import load_plain, seeded_inputs
+from surgeon.io.keras_model import load_plain
+from surgeon.verify import seeded_inputs
 
 MODELS = ["convbn", "nested", "compiled_frozen", "late_freeze", "dense_bn", "multi_io", "shared_layer",
           "conv1d_bn", "conv3d_bn", "convtranspose_bn", "channels_first"]

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from surgeon.errors import SurgeonError
+from surgeon.spec import MODEL_CLASSES
 from surgeon.io import keras2 as k2
+from surgeon.io.compile_config import translate_training_config
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "keras2")
 FIXTURE_NAMES = [
@@ -414,7 +416,7 @@ def test_lambda_refused_unless_allow_code():
 
 def test_training_config():
     notes = []
-    tc = k2.translate_training_config({
+    tc = translate_training_config({
         "optimizer_config": {"class_name": "Custom>Adam", "config": {
             "name": "Adam", "lr": 0.01, "decay": 1e-4, "beta_1": 0.9, "jit_compile": True,
             "is_legacy_optimizer": False}},
@@ -433,8 +435,8 @@ def test_training_config():
     assert tc["metrics"] == ["accuracy"]
     assert "sample_weight_mode" not in tc
     assert any("decay 0.0001" in n for n in notes)
-    assert k2.translate_training_config({"loss": "logcosh"})["loss"] == "log_cosh"
-    assert k2.translate_training_config(
+    assert translate_training_config({"loss": "logcosh"})["loss"] == "log_cosh"
+    assert translate_training_config(
         {"optimizer_config": {"class_name": "sgd", "config": {"lr": 0.1}}}
     )["optimizer_config"] == {"class_name": "SGD", "config": {"learning_rate": 0.1}}
 
@@ -481,7 +483,7 @@ def load_translated(name):
                 continue
             arrays = [g[w][()] for w in wnames]
             target = m.get_layer(t.renamed.get(lname, lname))
-            if old[lname]["class_name"] in k2.MODEL_CLASSES:
+            if old[lname]["class_name"] in MODEL_CLASSES:
                 inner_cfg = old[lname]["config"]
                 inner = inner_cfg if isinstance(inner_cfg, list) else inner_cfg["layers"]
                 inner_names = [(lay.get("name") or lay["config"]["name"]) for lay in inner]
@@ -517,7 +519,7 @@ def test_fixture_matches_keras2_outputs(name, tmp_path):
     # the translated model saves and reloads with plain Keras 3, with its training config
     if tc is not None:
         from keras.src.legacy.saving import saving_utils
-        args = saving_utils.compile_args_from_training_config(k2.translate_training_config(tc))
+        args = saving_utils.compile_args_from_training_config(translate_training_config(tc))
         m.compile(**{k: v for k, v in args.items() if v is not None})
     path = str(tmp_path / (name + "_k3.h5"))
     m.save(path)

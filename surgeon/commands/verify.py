@@ -31,7 +31,7 @@ def verify(
 
     Example: surgeon verify model.h5 folded.h5 --samples 16 --json
     """
-    from surgeon.verify import verify_files
+    from surgeon.rewrite import verify_files
     from surgeon.report import print_verification, status
 
     with status("Loading models with Keras..."):

@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 from surgeon.errors import SurgeonError
 from surgeon.graph import Graph
-from surgeon.io.weight_names import WEIGHT_NAMES
 from surgeon.spec import ModelSpec, is_keras_tensor, is_model_config, iter_layers
+from surgeon.weight_names import WEIGHT_NAMES
 
 # Per sample: 2^31 float32 elements are 8 GB. Larger inputs or activations do not come from a real
 # model file but from a damaged or hostile one; verification would try to allocate them.

@@ -1,6 +1,6 @@
 """The door: every config dialect becomes the one Keras 3 functional form here, and only here.
 
-Keras 2 configs are translated (``keras2.py``); Keras 3 configs that Keras 3 itself cannot load
+Keras 2 configs are translated (the ``keras2`` package); Keras 3 configs that Keras 3 itself cannot load
 back (application-only layers, positional node arguments) are rewritten (``keras3_fixups.py``);
 Sequential models become Functional. Past this point nothing knows which dialect a file spoke.
 """
@@ -12,10 +12,12 @@ import dataclasses
 from typing import Callable
 
 from surgeon.errors import SurgeonError
-from surgeon.io import keras3_fixups
+from surgeon.io.compile_config import translate_training_config
+from surgeon.io.keras2 import is_keras2, looks_like_keras2, translate_model_config
+from surgeon.io.keras3_fixups import fix_keras3_config, fix_keras3_weights
 from surgeon.io.sequential import convert_sequentials
-from surgeon.io.weight_names import weight_names
 from surgeon.spec import MODEL_CLASSES, is_model_config, iter_layers, layer_name, map_io_refs
+from surgeon.weight_names import weight_names
 
 
 @dataclasses.dataclass
@@ -38,24 +40,22 @@ def translate(model_config, training_config: dict | None, keras_version: str | N
     notes: list[str] = []
     renamed: dict[str, str] = {}
     dialect = "keras3"
-    from surgeon.io import keras2
-
-    if keras2.is_keras2(keras_version) or (keras_version is None and isinstance(model_config, dict) and keras2.looks_like_keras2(model_config)):
+    if is_keras2(keras_version) or (keras_version is None and isinstance(model_config, dict) and looks_like_keras2(model_config)):
         # Lambda configs pass the door untouched: inspect shows them, and building a model
         # refuses them unless code is allowed (keras_model.check_code_layers).
-        translation = keras2.translate_model_config(model_config, allow_code=True)
+        translation = translate_model_config(model_config, allow_code=True)
         model_config, renamed, dialect = translation.config, dict(translation.renamed), "keras2"
         notes += [f"Keras {keras_version or '2'}: {note}" for note in translation.notes]
         if training_config:
             compile_notes: list[str] = []
-            training_config = keras2.translate_training_config(training_config, compile_notes)
+            training_config = translate_training_config(training_config, compile_notes)
             notes += [f"Keras {keras_version or '2'}: {note}" for note in compile_notes]
     _check_model_config(model_config)
     model_config = copy.deepcopy(model_config)  # the one copy: the steps below edit in place
     _shift_io_refs(model_config, -1)
     convert_sequentials(model_config)
 
-    model_config, fixups = keras3_fixups.fix_keras3_config(model_config)
+    model_config, fixups = fix_keras3_config(model_config)
     notes += [f"{fixup.layer}: {fixup.what}" for fixup in fixups]
 
     add_modules(model_config)
@@ -85,7 +85,7 @@ def _map_fixup_weights(fixups, weights: dict, model_config: dict) -> dict:
     """Move weights onto the layers that replaced unloadable ones (e.g. LayerScale's gamma)."""
     if not any(f.applied and f.weight_map for f in fixups):
         return weights
-    mapped = keras3_fixups.fix_keras3_weights(fixups, {path: list(named.values()) for path, named in weights.items()})
+    mapped = fix_keras3_weights(fixups, {path: list(named.values()) for path, named in weights.items()})
     layers = dict(iter_layers(model_config))
     result = {}
     for path, arrays in mapped.items():

@@ -8,15 +8,23 @@ top-level layer's weights, listed by the ``weight_names`` attribute as variable 
 
 from __future__ import annotations
 
+import os
+
 import h5py
 
 from surgeon.errors import SurgeonError
-from surgeon.io import compile_config as compile_forms
-from surgeon.io import dialects
+from surgeon.io.compile_config import from_training_config
 from surgeon.io.consistency import check_layer_entries, check_spec
+from surgeon.io.dialects import translate
+from surgeon.io.files import HDF5_SIGNATURE, read_head
 from surgeon.io.hdf5 import decode, read_dataset, read_json_attr, read_name_list
-from surgeon.io.legacy_door import keras3_order
 from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers, layer_name
+from surgeon.io.legacy_door import keras3_order
+
+
+def claims_h5(path: str) -> bool:
+    """An HDF5 file (by its signature, whatever its name): Keras 3 and Keras 2 whole-model ``.h5``."""
+    return not os.path.isdir(path) and read_head(path).startswith(HDF5_SIGNATURE)
 
 
 def read_h5(path: str, *, values: bool = True) -> ModelSpec:
@@ -48,11 +56,11 @@ def _read_open_file(handle: h5py.File, path: str, values: bool) -> ModelSpec:
     training_config = read_json_attr(handle, "training_config", path)
 
     check_layer_entries(model_config)
-    door = dialects.translate(model_config, training_config, keras_version)
+    door = translate(model_config, training_config, keras_version)
     spec = ModelSpec(
         config=door.config,
         weights={},
-        compile_config=compile_forms.from_training_config(door.training_config),
+        compile_config=from_training_config(door.training_config),
         optimizer_variables=_optimizer_variable_names(handle),
         source=Source(path=path, format="h5", keras_version=keras_version, dialect=door.dialect),
         notes=door.notes,

@@ -20,8 +20,8 @@ from surgeon.graph import Graph
 from surgeon.io.compile_config import to_training_config
 from surgeon.io.dialects import to_keras_config
 from surgeon.io.hdf5 import write_name_list
-from surgeon.io.weight_names import is_trainable_weight
 from surgeon.spec import ModelSpec, is_model_config, layer_name, trainable_flag
+from surgeon.weight_names import is_trainable_weight
 
 
 def keras_version() -> str:
@@ -31,7 +31,8 @@ def keras_version() -> str:
         return "3.0.0"
 
 
-def write_h5(spec: ModelSpec, path: str) -> None:
+def write_h5(spec: ModelSpec, path: str, *, allow_code: bool = False) -> None:
+    """Write ``spec`` as a legacy ``.h5`` with h5py alone (``allow_code`` is moot: nothing is built or run)."""
     version = keras_version()
     with h5py.File(path, "w") as handle:
         handle.attrs["backend"] = "tensorflow"

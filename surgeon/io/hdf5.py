@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from surgeon.errors import SurgeonError
+from surgeon.spec import WeightShape
 
 # Keras splits attributes larger than an HDF5 object header into numbered chunks
 # (keras/src/legacy/saving/legacy_h5_format.py: save_attributes_to_hdf5_group).
@@ -62,8 +63,6 @@ def read_dataset(dataset, values: bool, where: str):
     would try to allocate terabytes. The declared size is compared with what the file stores.
     """
     import h5py
-
-    from surgeon.spec import WeightShape
 
     if not isinstance(dataset, h5py.Dataset):
         raise SurgeonError(f"'{dataset.name}' in {where} should be a weight array but is a {type(dataset).__name__}; the file is corrupt")

@@ -16,6 +16,7 @@ import os
 
 from surgeon.errors import SurgeonError
 from surgeon.io.legacy_door import read_keras2_parts, weights_for_spec
+from surgeon.io.h5_reader import read_layer_weights
 from surgeon.io.hdf5 import read_name_list
 from surgeon.io.tf_keras_archive import open_weights
 from surgeon.io.tracking_paths import read_tracked_weights
@@ -23,6 +24,11 @@ from surgeon.io.tracking_paths import read_tracked_weights
 WEIGHT_SUFFIXES = (".h5", ".weights.h5", "_weights.h5", ".hdf5")
 
 _paired: dict[str, str] = {}  # realpath of a JSON -> its weights file, set by pair_weights
+
+
+def claims_json(path: str) -> bool:
+    """A file named ``.json``: an architecture saved with ``model.to_json()`` (checked when read)."""
+    return not os.path.isdir(path) and os.path.splitext(path)[1].lower() == ".json"
 
 
 def pair_weights(json_path: str, weights_path: str | None) -> None:
@@ -52,8 +58,7 @@ def weights_for(json_path: str) -> str:
                        f"(or put them beside it as one of {names})")
 
 
-def read_json_model(path: str, *, values: bool = True, weights: str | None = None):
-    pair_weights(path, weights)
+def read_json_model(path: str, *, values: bool = True):
     try:
         with open(path, "rb") as handle:
             model_config = json.loads(handle.read())
@@ -76,8 +81,6 @@ def read_json_model(path: str, *, values: bool = True, weights: str | None = Non
 
 
 def _read_weights(handle, door, original_config: dict, values: bool, weights_path: str) -> dict[str, dict]:
-    from surgeon.io.h5_reader import read_layer_weights
-
     group = handle["model_weights"] if "model_weights" in handle else handle
     if "layer_names" in group.attrs:
         layers = original_config["config"] if isinstance(original_config["config"], list) else original_config["config"].get("layers", [])

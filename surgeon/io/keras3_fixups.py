@@ -91,7 +91,7 @@ def _is_scalar(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-class _Ctx:
+class FixupContext:
     """What a rewrite needs to know besides the layer: dialect, names in use, nesting path."""
 
     def __init__(self, dialect_keras: bool, used_names: set[str], path: tuple[str, ...]):
@@ -127,8 +127,8 @@ class _Ctx:
 
 def _single_input(layer: dict) -> tuple[dict | None, list | None, str]:
     """(tensor, shape, dtype) of a layer's single input; (None, build shape, dtype) if unknown."""
-    cfg = layer.get("config", {})
-    dtype = cfg.get("dtype")
+    layer_config = layer.get("config", {})
+    dtype = layer_config.get("dtype")
     dtype_name = "float32"
     if isinstance(dtype, dict):
         dtype_name = dtype.get("config", {}).get("name", "float32")
@@ -145,11 +145,11 @@ def _single_input(layer: dict) -> tuple[dict | None, list | None, str]:
 
 
 def _base_config(layer: dict, dtype_name: str) -> dict:
-    cfg = layer.get("config", {})
-    dtype = cfg.get("dtype")
+    layer_config = layer.get("config", {})
+    dtype = layer_config.get("dtype")
     if not isinstance(dtype, (dict, str)):
         dtype = dtype_policy(dtype_name)
-    return {"trainable": cfg.get("trainable", True), "dtype": copy.deepcopy(dtype)}
+    return {"trainable": layer_config.get("trainable", True), "dtype": copy.deepcopy(dtype)}
 
 
 def _node(*args: Any) -> dict:
@@ -161,8 +161,8 @@ def _history_tensor(name: str, shape: list | None, dtype: str) -> dict:
             "config": {"shape": copy.deepcopy(shape), "dtype": dtype, "keras_history": [name, 0, 0]}}
 
 
-# A rewrite: (layer dict, ctx) -> (replacement layer dicts, Fixup), or None = not concerned.
-Rewrite = Callable[[dict, _Ctx], "tuple[list[dict], Fixup] | None"]
+# A rewrite: (layer dict, context) -> (replacement layer dicts, Fixup), or None = not concerned.
+Rewrite = Callable[[dict, FixupContext], "tuple[list[dict], Fixup] | None"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ Rewrite = Callable[[dict, _Ctx], "tuple[list[dict], Fixup] | None"]
 # --------------------------------------------------------------------------------------------
 
 
-def rewrite_layer_scale(layer: dict, ctx: _Ctx):
+def rewrite_layer_scale(layer: dict, context: FixupContext):
     """Given: ConvNeXt ``LayerScale(init_values, projection_dim)``: ``y = x * gamma``, gamma a
     trainable ``(C,)`` weight broadcast on the last axis, any input rank.
     Result: ``EinsumDense("...c,c->...c", output_shape=[C], bias_axes=None)`` with the same name:
@@ -183,14 +183,14 @@ def rewrite_layer_scale(layer: dict, ctx: _Ctx):
     c = int(layer["config"]["projection_dim"])
     init = {"module": "keras.initializers", "class_name": "Constant",
             "config": {"value": layer["config"].get("init_values", 1.0)}, "registered_name": None}
-    cfg = dict(_base_config(layer, dtype), equation="...c,c->...c", output_shape=[c],
+    layer_config = dict(_base_config(layer, dtype), equation="...c,c->...c", output_shape=[c],
                activation="linear", bias_axes=None, kernel_initializer=init)
-    new = ctx.layer("EinsumDense", name, cfg, copy.deepcopy(layer.get("inbound_nodes")), shape)
-    return [new], Fixup(name, "LayerScale -> EinsumDense", _WHY_UNREGISTERED, ctx.path, (name,),
+    new = context.layer("EinsumDense", name, layer_config, copy.deepcopy(layer.get("inbound_nodes")), shape)
+    return [new], Fixup(name, "LayerScale -> EinsumDense", _WHY_UNREGISTERED, context.path, (name,),
                         "same")
 
 
-def rewrite_custom_scale(layer: dict, ctx: _Ctx):
+def rewrite_custom_scale(layer: dict, context: FixupContext):
     """Given: InceptionResNetV2 ``CustomScaleLayer(scale)`` on ``[a, b]``: ``y = a + b * scale``,
     ``scale`` a Python float constant, no weights.
     Result: ``Rescaling(scale=scale, offset=0.0)`` on ``b`` (new name ``<name>_scale``) then
@@ -201,23 +201,23 @@ def rewrite_custom_scale(layer: dict, ctx: _Ctx):
     nodes = layer.get("inbound_nodes") or []
     if len(nodes) != 1 or len(nodes[0].get("args", [])) != 1:
         return [layer], Fixup(name, "CustomScaleLayer left as is",
-                              f"{_WHY_UNREGISTERED}; unexpected inbound nodes", ctx.path,
+                              f"{_WHY_UNREGISTERED}; unexpected inbound nodes", context.path,
                               applied=False)
     a, b = nodes[0]["args"][0]
     dtype = b["config"].get("dtype", "float32")
     base = _base_config(layer, dtype)
-    scale_name = ctx.unique(f"{name}_scale")
-    resc = ctx.layer("Rescaling", scale_name,
+    scale_name = context.unique(f"{name}_scale")
+    resc = context.layer("Rescaling", scale_name,
                      dict(base, scale=float(layer["config"]["scale"]), offset=0.0),
                      [_node(b)], b["config"].get("shape"))
     scaled = _history_tensor(scale_name, b["config"].get("shape"), dtype)
-    add = ctx.layer("Add", name, base, [_node([a, scaled])],
+    add = context.layer("Add", name, base, [_node([a, scaled])],
                     [a["config"].get("shape"), b["config"].get("shape")])
     return [resc, add], Fixup(name, "CustomScaleLayer -> Rescaling + Add", _WHY_UNREGISTERED,
-                              ctx.path, (scale_name, name))
+                              context.path, (scale_name, name))
 
 
-def rewrite_stochastic_depth(layer: dict, ctx: _Ctx):
+def rewrite_stochastic_depth(layer: dict, context: FixupContext):
     """Given: ConvNeXt ``StochasticDepth(drop_path_rate)``: identity at inference; in training
     drops whole samples with probability ``rate`` and scales kept ones by ``1 / (1 - rate)``.
     Result: ``Dropout(rate, noise_shape=[None, 1, ..., 1])`` (one draw per sample): identity at
@@ -228,12 +228,12 @@ def rewrite_stochastic_depth(layer: dict, ctx: _Ctx):
     rate = float(layer["config"].get("drop_path_rate", 0.0))
     if shape is None:
         return [layer], Fixup(name, "StochasticDepth left as is",
-                              f"{_WHY_UNREGISTERED}; input rank unknown", ctx.path, applied=False)
-    cfg = dict(_base_config(layer, dtype), rate=rate, seed=None,
+                              f"{_WHY_UNREGISTERED}; input rank unknown", context.path, applied=False)
+    layer_config = dict(_base_config(layer, dtype), rate=rate, seed=None,
                noise_shape=[None] + [1] * (len(shape) - 1))
-    new = ctx.layer("Dropout", name, cfg, copy.deepcopy(layer.get("inbound_nodes")), shape)
+    new = context.layer("Dropout", name, layer_config, copy.deepcopy(layer.get("inbound_nodes")), shape)
     return [new], Fixup(name, "StochasticDepth -> Dropout(per-sample noise_shape)",
-                        _WHY_UNREGISTERED, ctx.path, (name,))
+                        _WHY_UNREGISTERED, context.path, (name,))
 
 
 # op class -> the operation ``affine_ops.rescaling_of`` computes for a tensor and a constant.
@@ -258,7 +258,7 @@ def _is_op_node(layer: dict) -> bool:
     return any(len(n.get("args", [])) != 1 for n in nodes)
 
 
-def rewrite_op(layer: dict, ctx: _Ctx):
+def rewrite_op(layer: dict, context: FixupContext):
     """Given: a bare ``keras.ops`` node from Python arithmetic on symbolic tensors
     (``Add``/``Subtract``/``Multiply``/``TrueDivide``/``Divide``/``Negative``), one inbound node,
     operands as positional args: a tensor and a scalar constant, or two tensors.
@@ -274,7 +274,7 @@ def rewrite_op(layer: dict, ctx: _Ctx):
     nodes = layer.get("inbound_nodes") or []
 
     def refuse(reason: str):
-        return [layer], Fixup(name, f"op {cls} left as is", f"{_WHY_OP}; {reason}", ctx.path,
+        return [layer], Fixup(name, f"op {cls} left as is", f"{_WHY_OP}; {reason}", context.path,
                               applied=False)
 
     if len(nodes) != 1 or nodes[0].get("kwargs"):
@@ -291,19 +291,19 @@ def rewrite_op(layer: dict, ctx: _Ctx):
         if affine is None:
             return refuse(f"no exact built-in layer for {cls} with constant {args[const_pos]!r}")
     elif len(args) == 2 and len(tensors) == 2 and cls in _MERGE:
-        merged = ctx.layer(_MERGE[cls], name,
+        merged = context.layer(_MERGE[cls], name,
                            _base_config(layer, args[0]["config"].get("dtype", "float32")),
                            [_node(list(args))], [a["config"].get("shape") for a in args])
-        return [merged], Fixup(name, f"op {cls} -> {_MERGE[cls]} layer", _WHY_OP, ctx.path, (name,))
+        return [merged], Fixup(name, f"op {cls} -> {_MERGE[cls]} layer", _WHY_OP, context.path, (name,))
     else:
         return refuse("operands are not (tensor, scalar) or (tensor, tensor)")
     dtype = t["config"].get("dtype", "float32")
     if not str(dtype).startswith(("float", "bfloat")):
         return refuse(f"operand dtype {dtype} is not floating point")
     scale, offset = affine
-    cfg = dict(_base_config(layer, dtype), scale=scale, offset=offset)
-    new = ctx.layer("Rescaling", name, cfg, [_node(t)], t["config"].get("shape"))
-    return [new], Fixup(name, f"op {cls} -> Rescaling", _WHY_OP, ctx.path, (name,))
+    layer_config = dict(_base_config(layer, dtype), scale=scale, offset=offset)
+    new = context.layer("Rescaling", name, layer_config, [_node(t)], t["config"].get("shape"))
+    return [new], Fixup(name, f"op {cls} -> Rescaling", _WHY_OP, context.path, (name,))
 
 
 #: class_name -> rewrite. A rewrite returns None when the layer is not its concern.
@@ -350,8 +350,8 @@ WEIGHT_MAPS: dict[str, Callable[..., list[np.ndarray]]] = {
 
 
 def _is_model(layer: dict) -> bool:
-    cfg = layer.get("config")
-    return isinstance(cfg, dict) and isinstance(cfg.get("layers"), list)
+    layer_config = layer.get("config")
+    return isinstance(layer_config, dict) and isinstance(layer_config.get("layers"), list)
 
 
 def _all_names(model: dict, out: set[str]) -> set[str]:
@@ -362,18 +362,18 @@ def _all_names(model: dict, out: set[str]) -> set[str]:
     return out
 
 
-def _walk(model: dict, ctx: _Ctx, fixups: list[Fixup]) -> None:
+def _walk(model: dict, context: FixupContext, fixups: list[Fixup]) -> None:
     """Rewrite ``model["config"]["layers"]`` in place (model is already a deep copy)."""
     out: list[dict] = []
     for layer in model["config"]["layers"]:
         if _is_model(layer):
-            inner = _Ctx(ctx.dialect_keras, ctx.used_names,
-                         ctx.path + (layer["config"].get("name", layer.get("name")),))
+            inner = FixupContext(context.dialect_keras, context.used_names,
+                         context.path + (layer["config"].get("name", layer.get("name")),))
             _walk(layer, inner, fixups)
             out.append(layer)
             continue
         fn = REWRITES.get(layer.get("class_name"))
-        res = fn(layer, ctx) if fn else None
+        res = fn(layer, context) if fn else None
         if res is None:
             out.append(layer)
             continue
@@ -398,7 +398,7 @@ def fix_keras3_config(model_config: dict) -> tuple[dict, list[Fixup]]:
     dialect_keras = "module" in fixed
     used = _all_names(fixed, set())
     fixups: list[Fixup] = []
-    _walk(fixed, _Ctx(dialect_keras, used, ()), fixups)
+    _walk(fixed, FixupContext(dialect_keras, used, ()), fixups)
     return fixed, fixups
 
 

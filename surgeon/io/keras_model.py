@@ -1,4 +1,7 @@
-"""ModelSpec <-> in-memory ``keras.Model``. TensorFlow is imported inside the functions only."""
+"""ModelSpec <-> in-memory ``keras.Model``, and loading a file with plain Keras.
+
+TensorFlow is imported inside the functions only.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import sys
 import numpy as np
 
 from surgeon.errors import SurgeonError
-from surgeon.io.dialects import to_keras_config
+from surgeon.io.dialects import to_keras_config, translate
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
 
@@ -47,20 +50,13 @@ def check_code_layers(spec: ModelSpec, allow_code: bool) -> None:
         )
 
 
-def load_checked(path: str, *, allow_code: bool = False):
-    """``load_plain`` for a file a user gave us: damaged files and code are refused with one line first.
+def load_plain(path: str, *, allow_code: bool = False):
+    """Load a file exactly as a user would: ``keras.models.load_model`` with no help from surgeon."""
+    quiet_tensorflow()
+    import keras
 
-    Files Keras 3 cannot load (Keras 2 ones: SavedModel directories, architecture JSON, ...) are
-    built from surgeon's reading instead.
-    """
-    from surgeon.io import read_model
-    from surgeon.verify import load_plain
-
-    shapes = read_model(path, values=False)
-    check_code_layers(shapes, allow_code)
-    if shapes.source.dialect == "keras2":
-        return build_keras_model(read_model(path), allow_code=allow_code)
-    return load_plain(path, allow_code=allow_code)
+    with no_stdout_noise():
+        return keras.models.load_model(path, safe_mode=not allow_code)
 
 
 def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: bool = False):
@@ -141,13 +137,11 @@ def spec_from_keras_model(model) -> ModelSpec:
     quiet_tensorflow()
     import keras
 
-    from surgeon.io import dialects
-
     if not isinstance(model, keras.Model):
         raise SurgeonError(f"expected a keras.Model, got {type(model).__name__}")
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)
-    door = dialects.translate(config, None, keras.__version__)
+    door = translate(config, None, keras.__version__)
     spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))
     for path, layer_config in iter_layers(spec.config):
         if is_model_config(layer_config):

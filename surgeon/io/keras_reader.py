@@ -11,44 +11,61 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 import zlib
 
 import h5py
 
 from surgeon.errors import SurgeonError
-from surgeon.io import dialects
 from surgeon.io.consistency import check_layer_entries, check_spec
+from surgeon.io.dialects import Door, translate
+from surgeon.io.files import ZIP_SIGNATURE, read_head
 from surgeon.io.hdf5 import decode, read_dataset
-from surgeon.io.tf_keras_archive import is_tf_keras_config, read_tf_keras
-from surgeon.io.weight_names import weight_names
 from surgeon.spec import ModelSpec, Source, iter_layers
+from surgeon.weight_names import weight_names
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
 WEIGHTS = "model.weights.h5"
 
 
-def read_keras(path: str, *, values: bool = True) -> ModelSpec:
+def claims_keras(path: str) -> bool:
+    """A zip archive (by its signature): a Keras 3 ``.keras`` file. A damaged zip is refused here."""
+    if os.path.isdir(path) or not read_head(path).startswith(ZIP_SIGNATURE):
+        return False
+    if not zipfile.is_zipfile(path):
+        raise SurgeonError(f"'{path}' is a truncated or corrupt zip file; the .keras file is damaged, save or download it again")
+    return True
+
+
+def open_archive(path: str) -> zipfile.ZipFile:
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
         raise SurgeonError(f"'{path}' is a truncated or corrupt .keras file; save or download it again") from None
-    with archive:
+
+
+def read_archive_config(archive: zipfile.ZipFile, path: str) -> tuple[dict, str | None]:
+    """The archive's ``config.json`` and the ``keras_version`` of its ``metadata.json`` (None if absent)."""
+    names = set(archive.namelist())
+    if CONFIG not in names:
+        raise SurgeonError(f"'{path}' is a zip file without {CONFIG}; it is not a Keras 3 .keras model")
+    try:
+        config = json.loads(archive.read(CONFIG))
+        metadata = json.loads(archive.read(METADATA)) if METADATA in names else {}
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:  # zlib: a damaged deflated member
+        raise SurgeonError(f"cannot read the config inside '{path}' ({error}); the file is corrupt") from None
+    if not isinstance(config, dict):
+        raise SurgeonError(f"the config inside '{path}' is not a JSON object; the file is corrupt")
+    version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    return config, version if isinstance(version, str) else None
+
+
+def read_keras(path: str, *, values: bool = True) -> ModelSpec:
+    with open_archive(path) as archive:
         names = set(archive.namelist())
-        if CONFIG not in names:
-            raise SurgeonError(f"'{path}' is a zip file without {CONFIG}; it is not a Keras 3 .keras model")
-        try:
-            config = json.loads(archive.read(CONFIG))
-            metadata = json.loads(archive.read(METADATA)) if METADATA in names else {}
-        except (ValueError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:  # zlib: a damaged deflated member
-            raise SurgeonError(f"cannot read the config inside '{path}' ({error}); the file is corrupt") from None
-        if not isinstance(config, dict):
-            raise SurgeonError(f"the config inside '{path}' is not a JSON object; the file is corrupt")
-        version = metadata.get("keras_version") if isinstance(metadata, dict) else None
-        version = version if isinstance(version, str) else None
-        if is_tf_keras_config(config, version):
-            return read_tf_keras(path, archive, config, version, values)
+        config, version = read_archive_config(archive, path)
         compile_config = config.pop("compile_config", None)
         door = _translate(config, version, path)
         spec = ModelSpec(
@@ -61,7 +78,7 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
         if WEIGHTS not in names:
             raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
         try:
-            weights_file = _open_member(archive, path)
+            weights_file = open_member(archive, path)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
             raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
     try:
@@ -77,10 +94,10 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
     return spec
 
 
-def _translate(config: dict, version: str | None, path: str) -> dialects.Door:
+def _translate(config: dict, version: str | None, path: str) -> Door:
     check_layer_entries(config)
     try:
-        return dialects.translate(config, None, version)
+        return translate(config, None, version)
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
         # A malformed config trips the translation somewhere deep inside; the file is at fault.
         raise SurgeonError(f"the config inside '{path}' is malformed ({type(error).__name__}: {error}); the file is corrupt") from None
@@ -124,7 +141,7 @@ class _MemberFile(io.RawIOBase):
         super().close()
 
 
-def _open_member(archive: zipfile.ZipFile, path: str):
+def open_member(archive: zipfile.ZipFile, path: str):
     info = archive.getinfo(WEIGHTS)
     if info.compress_type != zipfile.ZIP_STORED:
         return io.BytesIO(archive.read(WEIGHTS))

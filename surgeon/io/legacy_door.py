@@ -13,31 +13,31 @@ from __future__ import annotations
 from typing import Callable
 
 from surgeon.errors import SurgeonError
-from surgeon.io import compile_config as compile_forms
-from surgeon.io import dialects
+from surgeon.io.compile_config import from_training_config
+from surgeon.io.dialects import Door, translate
 from surgeon.io.consistency import check_layer_entries, check_spec
-from surgeon.io.weight_names import weight_names
+from surgeon.weight_names import weight_names
 from surgeon.spec import ModelSpec, Source, iter_layers
 
 OriginalPath = tuple[str, ...]
 
 
 def read_keras2_parts(model_config, training_config, keras_version: str | None, path: str, file_format: str,
-                      read_weights: Callable[[dialects.Door], dict[str, dict]],
+                      read_weights: Callable[[Door], dict[str, dict]],
                       optimizer_variables: list[str] | None = None, weights_path: str | None = None) -> ModelSpec:
     """Translate ``model_config`` at the door and attach the weights ``read_weights(door)`` returns
     (layer path -> named arrays, e.g. through :func:`weights_for_spec`)."""
     if isinstance(model_config, dict):
         check_layer_entries(model_config)
     try:
-        door = dialects.translate(model_config, training_config if isinstance(training_config, dict) else None, keras_version)
+        door = translate(model_config, training_config if isinstance(training_config, dict) else None, keras_version)
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
         # A malformed config trips the translation somewhere deep inside; the file is at fault.
         raise SurgeonError(f"the model config in '{path}' is malformed ({type(error).__name__}: {error}); the file is corrupt") from None
     spec = ModelSpec(
         config=door.config,
         weights={},
-        compile_config=compile_forms.from_training_config(door.training_config),
+        compile_config=from_training_config(door.training_config),
         optimizer_variables=optimizer_variables,
         source=Source(path=path, format=file_format, keras_version=keras_version, dialect=door.dialect, weights_path=weights_path),
         notes=door.notes,
@@ -47,7 +47,7 @@ def read_keras2_parts(model_config, training_config, keras_version: str | None, 
     return spec
 
 
-def weights_for_spec(door: dialects.Door, stored: dict[OriginalPath, dict]) -> dict[str, dict]:
+def weights_for_spec(door: Door, stored: dict[OriginalPath, dict]) -> dict[str, dict]:
     """``{("base", "bn1"): {"gamma": ..}}`` -> ``{"base/bn1": {"gamma": ..}}`` in Keras 3 order."""
     layers = dict(iter_layers(door.config))
     weights: dict[str, dict] = {}

@@ -35,7 +35,8 @@ _NOT_LAYERS = ("_tf_keras_input_layer", "_tf_keras_metric")
 _BOOKKEEPING = ("variables", "trainable_variables", "non_trainable_variables", "keras_api")
 
 
-def is_saved_model(path: str) -> bool:
+def claims_saved_model(path: str) -> bool:
+    """A directory holding Keras metadata or a TensorFlow graph (the latter is refused when read)."""
     return os.path.isdir(path) and (os.path.exists(os.path.join(path, METADATA)) or os.path.exists(os.path.join(path, GRAPH)))
 
 

@@ -18,7 +18,8 @@ import zlib
 import h5py
 
 from surgeon.errors import SurgeonError
-from surgeon.io import keras2
+from surgeon.io.keras2 import is_keras2
+from surgeon.io.keras_reader import WEIGHTS, claims_keras, open_archive, open_member, read_archive_config
 from surgeon.io.legacy_door import read_keras2_parts, weights_for_spec
 from surgeon.io.tracking_paths import read_tracked_weights
 
@@ -28,7 +29,7 @@ _KERAS2_MODULES = ("tf_keras.src.", "keras.src.engine.")
 def is_tf_keras_config(config: dict, keras_version: str | None) -> bool:
     """A ``.keras`` config written by Keras 2 (its version, or its module names when none is given)."""
     if keras_version is not None:
-        return keras2.is_keras2(keras_version)
+        return is_keras2(keras_version)
     return str(config.get("module", "")).startswith(_KERAS2_MODULES)
 
 
@@ -43,15 +44,32 @@ def training_config_of(compile_config) -> dict | None:
     return training
 
 
-def read_tf_keras(path: str, archive: zipfile.ZipFile, config: dict, keras_version: str | None, values: bool):
-    from surgeon.io.keras_reader import WEIGHTS, _open_member
+def claims_tf_keras(path: str) -> bool:
+    """A ``.keras`` zip whose metadata (or, lacking it, class modules) says Keras 2. A zip whose
+    config cannot be read is left to the Keras 3 reader, which names the damage."""
+    if not claims_keras(path):
+        return False
+    try:
+        with open_archive(path) as archive:
+            config, version = read_archive_config(archive, path)
+    except SurgeonError:
+        return False
+    return is_tf_keras_config(config, version)
 
+
+def read_tf_keras_file(path: str, *, values: bool = True):
+    with open_archive(path) as archive:
+        config, version = read_archive_config(archive, path)
+        return read_tf_keras(path, archive, config, version, values)
+
+
+def read_tf_keras(path: str, archive: zipfile.ZipFile, config: dict, keras_version: str | None, values: bool):
     compile_config = config.pop("compile_config", None)
     original = copy.deepcopy(config)
     if WEIGHTS not in archive.namelist():
         raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
     try:
-        weights_file = _open_member(archive, path)
+        weights_file = open_member(archive, path)
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
         raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
     with weights_file, open_weights(weights_file, path) as handle:

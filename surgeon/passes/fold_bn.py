@@ -36,7 +36,7 @@ import numpy as np
 from surgeon import math as bn_math
 from surgeon.graph import Graph
 from surgeon.graph_edit import bypass_layer, replace_layer
-from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS
+from surgeon.layer_kinds import BATCH_NORMALIZATION
 from surgeon.passes import PassReport, register_pass
 from surgeon.spec import ModelSpec, dtype_policy, effectively_frozen, is_keras_tensor, is_model_config, layer_name
 
@@ -86,8 +86,6 @@ PATTERNS: dict[str, Pattern] = {
     "Conv3DTranspose": _TRANSPOSE,
 }
 
-# Layers that still act differently in training mode after the pass (for the training check).
-MODE_DEPENDENT = frozenset({BATCH_NORMALIZATION}) | DROPOUT_LAYERS
 LINEAR_ACTIVATIONS = (None, "linear")
 
 
@@ -142,11 +140,6 @@ def fold_bn(spec: ModelSpec, *, fold_all: bool = False) -> tuple[ModelSpec, Pass
     if left:
         report.notes.append(f"{len(left)} BatchNormalization layer(s) left; see 'reason'")
     return spec, report
-
-
-def mode_dependent_layers(spec: ModelSpec) -> list[str]:
-    """Layers that still compute differently with ``training=True`` (BN, Dropout, noise)."""
-    return [path for path, layer in spec.layers() if layer.get("class_name") in MODE_DEPENDENT]
 
 
 def _fold_level(spec: ModelSpec, model: dict, prefix: str, top: bool, frozen: dict[str, bool], edits: dict, report: PassReport) -> None:
