@@ -53,9 +53,9 @@ def read_saved_model(path: str, *, values: bool = True):
         raise SurgeonError(f"'{path}/{METADATA}' describes no model (no root object); the SavedModel is incomplete, save it again")
     metadata = root["metadata"]
     model_config = metadata.get("model_config") or {"class_name": metadata.get("class_name"), "config": metadata.get("config")}
-    checkpoint = Checkpoint(os.path.join(path, CHECKPOINT), path) if os.path.isdir(os.path.join(path, "variables")) else None
-    if checkpoint is None:
+    if not os.path.isdir(os.path.join(path, "variables")):
         raise SurgeonError(f"'{path}' has no variables/ directory (the weights); the SavedModel is incomplete, copy or save it again")
+    checkpoint = Checkpoint(os.path.join(path, CHECKPOINT), path)
 
     def read_weights(door):
         return weights_for_spec(door, _layer_weights(objects, checkpoint, values, path))

@@ -59,19 +59,15 @@ def claims_tf_keras(path: str) -> bool:
 
 def read_tf_keras_file(path: str, *, values: bool = True):
     with open_archive(path) as archive:
-        config, version = read_archive_config(archive, path)
-        return read_tf_keras(path, archive, config, version, values)
-
-
-def read_tf_keras(path: str, archive: zipfile.ZipFile, config: dict, keras_version: str | None, values: bool):
-    compile_config = config.pop("compile_config", None)
-    original = copy.deepcopy(config)
-    if WEIGHTS not in archive.namelist():
-        raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
-    try:
-        weights_file = open_member(archive, path)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
-        raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
+        config, keras_version = read_archive_config(archive, path)
+        compile_config = config.pop("compile_config", None)
+        original = copy.deepcopy(config)  # the class names and order the weight paths were numbered from
+        if WEIGHTS not in archive.namelist():
+            raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
+        try:
+            weights_file = open_member(archive, path)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+            raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
     with weights_file, open_weights(weights_file, path) as handle:
         return read_keras2_parts(
             config, training_config_of(compile_config), keras_version or "2", path, "keras",
