@@ -155,3 +155,13 @@ def test_convert_is_checked_against_tf_keras_running_the_original(file_format, t
     assert model.get_layer("base").trainable is False
     expected = np.load(KERAS2 / "tfk_nested.expected.npz")
     np.testing.assert_allclose(np.asarray(model(expected["x"], training=False)), expected["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_features_and_other_plain_loads_take_a_keras2_directory():
+    """``features BASE`` loads its base with plain Keras, which cannot read a Keras 2 SavedModel:
+    load_checked builds such files from surgeon's reading instead."""
+    from surgeon.io.loading import load_checked
+
+    model = load_checked(path_of("tfk_flat", "saved_model"))
+    expected = np.load(KERAS2 / "tfk_flat.expected.npz")
+    np.testing.assert_allclose(np.asarray(model(expected["x"], training=False)), expected["y"], rtol=1e-5, atol=1e-6)
