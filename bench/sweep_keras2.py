@@ -32,8 +32,8 @@ Prints one row per file and the pass counts. Usage:
                                  [--keras2-formats h5,saved_model,keras,json]
                                  [--out DIR] [--keep] [--in-process]
 
-A JSON + weights file has no compile state, so ``prepare`` compiles it with its default (Adam,
-the loss the head implies); the other formats keep the compile config they were saved with.
+A JSON + weights pair has no compile state: ``prepare`` writes it uncompiled (its fine-tune check
+compiles a copy with SGD and mean squared error); the other formats keep their compile config.
 """
 
 from __future__ import annotations
