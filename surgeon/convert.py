@@ -20,7 +20,7 @@ from surgeon.child_process import last_error_line, run_python
 from surgeon.io.keras_model import load_plain
 from surgeon.passes.recompile import recompile
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, VerifyReport, compare, run, seeded_inputs
+from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, compare, run, seeded_inputs
 
 # Runs in a child process: TF_USE_LEGACY_KERAS=1 makes tf.keras Keras 2 (tf_keras), which cannot
 # share a process with Keras 3.
@@ -79,7 +79,7 @@ def check_against_keras2(original: str, candidate: str, *, samples: int, atol: f
         expected = [expected_file[f"y{i}"] for i in range(len(expected_file.files))]
     names = list(model.output_names)
     checks = compare(expected, run(model, inputs), names, mode="inference", atol=atol, rtol=rtol)
-    report = VerifyReport(all(c.passed for c in checks), checks, samples, atol, rtol)
+    report = VerifyReport.of(checks, samples, atol, rtol)
     return OriginalRuntimeCheck(report.passed, None, report)
 
 
@@ -99,14 +99,12 @@ def convert_file(
         >>> result.passed, result.checked.skipped
         (True, None)
     """
-    verify = verify or VerifyOptions()
-
-    def against_original(temporary: str, spec) -> OriginalRuntimeCheck | None:
-        if spec.source.dialect != "keras2" or not verify.enabled:
+    def against_original(temporary: str, spec, options: VerifyOptions) -> OriginalRuntimeCheck | None:
+        # The options the main check used (samples and rtol as resolved for this model).
+        if spec.source.dialect != "keras2" or not options.enabled:
             return None
-        return check_against_keras2(input_path, temporary, samples=verify.samples or DEFAULT_SAMPLES, atol=verify.atol,
-                                    rtol=DEFAULT_RTOL if verify.rtol is None else verify.rtol, allow_code=allow_code,
-                                    weights=spec.source.weights_path)
+        return check_against_keras2(input_path, temporary, samples=options.samples, atol=options.atol, rtol=options.rtol,
+                                    allow_code=allow_code, weights=spec.source.weights_path)
 
     # recompile with no options keeps the compile config and drops stored optimizer state (Keras 2
     # slots cannot go into a Keras 3 optimizer), saying so in its notes.

@@ -57,9 +57,9 @@ def diff_files(path_a: str, path_b: str, *, atol: float = 0.0) -> DiffReport:
     """Compare the weights of two model files layer by layer.
 
     Example:
-        >>> report = diff_files("prepared.h5", "finetuned.h5")
+        >>> report = diff_files("fixtures/nested.h5", "fixtures/nested.keras")  # one model, both formats
         >>> report.frozen_unchanged, [d.layer for d in report.layers if d.status == "different"]
-        (True, ['head'])
+        (True, [])
     """
     return diff_specs(read_model(path_a), read_model(path_b), atol=atol, names=(path_a, path_b))
 

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 from surgeon.io.loading import load_checked
 from surgeon.io.output import check_target, pending_outputs
 from surgeon.passes.split import feature_keys
@@ -104,8 +104,7 @@ def _load_base(base, allow_code: bool):
         except SurgeonError:
             raise
         except Exception as error:
-            text = " ".join(str(error).split())[:300]
-            raise SurgeonError(f"Keras cannot load the base '{base}': {text}") from None
+            raise SurgeonError(f"Keras cannot load the base '{base}': {one_line(error)}") from None
     return base, getattr(base, "name", "model")
 
 
@@ -245,7 +244,7 @@ def _image_folder(folder: str, model, batch_size: int) -> _Source:
             image_size=(shape[1], shape[2]), shuffle=False, interpolation="bilinear", verbose=False,
         )
     except ValueError as error:
-        raise SurgeonError(f"cannot read images from '{folder}': {' '.join(str(error).split())[:200]}") from None
+        raise SurgeonError(f"cannot read images from '{folder}': {one_line(error, limit=200)}") from None
     count = len(dataset.file_paths)
     if count == 0:
         raise SurgeonError(f"no images found in '{folder}'; it needs one sub-folder of images per class")

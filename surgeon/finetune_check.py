@@ -27,6 +27,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from surgeon.child_process import exit_with_parent, last_error_line, start_python
+from surgeon.errors import one_line
+from surgeon.io.keras_model import load_plain, no_stdout_noise, quiet_tensorflow
+from surgeon.verify import run, seeded_inputs
+
 DEFAULT_STEPS = 3
 DEFAULT_BATCH = 4
 # Compile settings used only when the file is not compiled (the file itself stays uncompiled).
@@ -103,8 +108,6 @@ def fine_tune_checker(*, steps: int = DEFAULT_STEPS, batch_size: int = DEFAULT_B
     Started before a rewrite, the process imports TensorFlow (about 2.5 s) while this one reads,
     rewrites and verifies; it is stopped on leaving the block if the check was not needed.
     """
-    from surgeon.child_process import last_error_line, start_python
-
     scratch = tempfile.mkdtemp(prefix="surgeon_fine_tune_")
     errors_path = os.path.join(scratch, "stderr.txt")
     with open(errors_path, "w", encoding="utf-8") as errors:
@@ -198,15 +201,13 @@ def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAUL
               allow_code: bool = False) -> FineTuneReport:
     """The check itself, in this process. Its determinism verdict holds only in a process set up by
     ``reproducible_runtime`` (the fresh one ``check_fine_tuning`` starts). Seeds Keras' global RNGs."""
-    from surgeon.io.keras_model import load_plain
-
     notes: list[str] = []
     keras_seed(seed)
     try:
         model = load_plain(path, allow_code=allow_code)
         compile_if_needed(model, notes)
     except Exception as error:  # a file the user's job cannot even load is a failed check
-        return _cannot_run(f"the written file does not load with plain Keras: {_one_line(error)}", steps, batch_size, seed)
+        return _cannot_run(f"the written file does not load with plain Keras: {one_line(error)}", steps, batch_size, seed)
 
     leaves = leaf_layers(model)
     frozen = [p for p, (layer, is_frozen) in leaves.items() if is_frozen and layer.weights]
@@ -218,7 +219,7 @@ def run_check(path: str, *, steps: int = DEFAULT_STEPS, batch_size: int = DEFAUL
     try:
         after = fit_steps(model, x, y, batch_size)
     except Exception as error:
-        return _cannot_run(f"fit() fails on the written file: {_one_line(error)}", steps, batch_size, seed)
+        return _cannot_run(f"fit() fails on the written file: {one_line(error)}", steps, batch_size, seed)
 
     for layer_path in frozen:
         moved = _changed(before[layer_path], after[layer_path])
@@ -256,8 +257,6 @@ def reproducible_runtime() -> None:
     3-step fit from the same seed and file): 3 of 12 runs differed in the last bits with the
     default threads, 0 of 12 with one inter-op thread.
     """
-    from surgeon.io.keras_model import quiet_tensorflow
-
     quiet_tensorflow()
     import tensorflow as tf
 
@@ -333,8 +332,6 @@ def _changed(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> lis
 
 
 def fit_steps(model, x: list[np.ndarray], y, batch_size: int) -> dict[str, dict[str, np.ndarray]]:
-    from surgeon.io.keras_model import no_stdout_noise
-
     with no_stdout_noise():
         model.fit(x if len(x) > 1 else x[0], y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     return snapshot(leaf_layers(model))
@@ -345,8 +342,6 @@ def fit_steps(model, x: list[np.ndarray], y, batch_size: int) -> dict[str, dict[
 
 def synthetic_data(model, count: int, seed: int):
     """Seeded inputs (as ``verify`` makes them) and targets that suit each output's loss."""
-    from surgeon.verify import run, seeded_inputs
-
     x = seeded_inputs(model, count, seed)
     outputs = run(model, [a[:1] for a in x])
     losses = _loss_names(model, len(outputs))
@@ -397,8 +392,6 @@ def mode_problems(model, leaves: dict, x: list[np.ndarray]) -> list[LayerProblem
     that pass only), then the layer alone runs in both modes: a difference is the layer's own,
     not an upstream trainable layer's.
     """
-    from surgeon.verify import run
-
     candidates = {path: layer for path, (layer, frozen) in leaves.items() if frozen and getattr(layer, "_call_has_training_arg", False)}
     captured: dict[str, tuple] = {}
     for path, layer in candidates.items():
@@ -440,25 +433,17 @@ def _flat(result) -> list[np.ndarray]:
     return [np.asarray(r, dtype=np.float64) for r in result]
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:300]
-
-
 # --- the child process ------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
     """The check's process (``fine_tune_checker``): set up TensorFlow, then read one job as JSON
     on stdin (model, report path, steps, batch_size, seed, allow_code, register) and run it."""
-    from surgeon.child_process import exit_with_parent
-
     parser = argparse.ArgumentParser(prog="python -m surgeon.finetune_check")
     parser.add_argument("--parent-scratch", help="the caller's temporary directory, removed if the caller dies")
     args = parser.parse_args(argv)
     exit_with_parent(scratch=args.parent_scratch)
     reproducible_runtime()
-    import surgeon.verify  # noqa: F401  (loaded while the caller works, not after)
-
     text = sys.stdin.read()
     if not text.strip():  # the caller did not need the check
         return
@@ -468,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
         report = run_check(job["model"], steps=job["steps"], batch_size=job["batch_size"], seed=job["seed"],
                            allow_code=job["allow_code"])
     except Exception as error:  # reported as one line, not as the last line of a traceback
-        report = _cannot_run(_one_line(error), job["steps"], job["batch_size"], job["seed"])
+        report = _cannot_run(one_line(error), job["steps"], job["batch_size"], job["seed"])
     with open(job["report"], "w", encoding="utf-8") as stream:
         json.dump(report.to_json(), stream)
 

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from surgeon.errors import SurgeonError
-from surgeon.spec import io_refs, is_keras_tensor, iter_tensor_refs, layer_name
+from surgeon.spec import io_refs, iter_tensor_refs, keras_tensors, layer_name
 
 Node = tuple[str, int]
 Tensor = tuple[str, int, int]
@@ -63,14 +63,6 @@ class Graph:
         for node, tensors in self.node_inputs.items():
             for tensor in tensors:
                 result[tensor].append(node)
-        return result
-
-    def layer_consumers(self) -> dict[str, set[str]]:
-        """Layer -> the layers that use any of its outputs."""
-        result: dict[str, set[str]] = collections.defaultdict(set)
-        for (name, _), tensors in self.node_inputs.items():
-            for source, _, _ in tensors:
-                result[source].add(name)
         return result
 
     def call_count(self, name: str) -> int:
@@ -212,20 +204,11 @@ def recorded_tensors(model_config: dict) -> dict[Tensor, tuple[Any, str]]:
         if tensor not in found or (found[tensor][0] is None and shape is not None):
             found[tensor] = (shape, dtype or "float32")
 
-    def visit(obj) -> None:
-        if is_keras_tensor(obj):
-            name, node, index = obj["config"]["keras_history"]
-            record((name, int(node), int(index)), obj["config"].get("shape"), obj["config"].get("dtype"))
-        elif isinstance(obj, dict):
-            for value in obj.values():
-                visit(value)
-        elif isinstance(obj, (list, tuple)):  # configs serialized in memory hold tuples
-            for value in obj:
-                visit(value)
-
     for layer in model_config["config"]["layers"]:
         if layer.get("class_name") == "InputLayer":
             config = layer["config"]
             record((layer_name(layer), 0, 0), config.get("batch_shape") or config.get("batch_input_shape"), config.get("dtype"))
-        visit(layer.get("inbound_nodes") or [])
+        for tensor in keras_tensors(layer.get("inbound_nodes") or []):
+            name, node, index = tensor["config"]["keras_history"]
+            record((name, int(node), int(index)), tensor["config"].get("shape"), tensor["config"].get("dtype"))
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from surgeon.errors import SurgeonError
-from surgeon.spec import iter_tensor_refs, layer_name, map_io_refs, map_tensor_refs
+from surgeon.spec import is_keras_tensor, iter_tensor_refs, layer_name, map_io_refs, map_tensor_refs
 
 
 def bypass_layer(model: dict, name: str) -> None:
@@ -22,7 +22,7 @@ def bypass_layer(model: dict, name: str) -> None:
     sources: dict[int, dict] = {}
     for index, node in enumerate(layer.get("inbound_nodes") or []):
         args = node.get("args", [])
-        tensors = [arg for arg in args if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__"]
+        tensors = [arg for arg in args if is_keras_tensor(arg)]
         if len(tensors) != 1 or len(list(iter_tensor_refs(node))) != 1:
             raise SurgeonError(f"layer '{name}' takes more than one input; it cannot be bypassed")
         sources[index] = tensors[0]

@@ -11,7 +11,7 @@ from surgeon.graph import Graph, recorded_tensors
 from surgeon.io.files import MODEL_EXTENSIONS
 from surgeon.layer_kinds import BATCH_NORMALIZATION, DROPOUT_LAYERS, SHAPE_PRESERVING
 from surgeon.params import layer_param_count, param_counts
-from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, layer_name, trainable_flag
+from surgeon.spec import ModelSpec, code_carriers, effectively_frozen, io_refs, is_model_config, iter_layers, trainable_flag
 
 # Optimizer slot variables per trained weight (Keras 3), plus "iteration" and "learning_rate".
 OPTIMIZER_SLOTS = {"Adam": 2, "AdamW": 2, "Nadam": 2, "Adamax": 2, "Lion": 1, "Adagrad": 1, "Adadelta": 2, "Ftrl": 2}

@@ -1,7 +1,8 @@
 """Pure numpy algebra of folding BatchNormalization into a neighbouring layer.
 
-No graphs and no TensorFlow here: every function takes and returns numpy arrays, so
-the passes can be tested against hand-written references (see tests/test_math.py).
+No graphs and no TensorFlow here: every function takes and returns numpy arrays, so it
+is tested on its own against Keras itself (tests/test_math.py: a layer next to a
+BatchNormalization, run in float64, against one layer carrying the folded weights).
 
 BatchNormalization at inference is a per-channel affine map ``y = scale * x + shift``
 (:func:`bn_affine`). It can be folded

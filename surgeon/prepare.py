@@ -1,6 +1,6 @@
 """Library entry points of ``surgeon freeze`` and ``surgeon prepare``: files and in-memory models.
 
-Both are pipelines of registered passes (data, not new code):
+Both are pipelines of the passes named in ``passes.registry`` (data, not new code):
 
 - ``freeze``:  freeze -> recompile
 - ``prepare``: freeze -> fold_bn (frozen BNs) -> strip_dropout (frozen parts) -> freeze_bn -> recompile
@@ -16,11 +16,13 @@ import dataclasses
 import functools
 from typing import Sequence
 
+from surgeon.finetune_check import fine_tune_checker
 from surgeon.io.keras_model import build_keras_model, spec_from_keras_model
-from surgeon.passes import REGISTRY, PassReport
+from surgeon.passes import Pass, PassReport
 from surgeon.passes.freeze import Selection
 from surgeon.passes.recompile import CompileOptions
-from surgeon.rewrite import RewriteResult, SpecPass, VerifyOptions, apply_passes, rewrite_file
+from surgeon.passes.registry import PASSES
+from surgeon.rewrite import RewriteResult, VerifyOptions, apply_passes, rewrite_file
 
 FREEZE_PIPELINE = ("freeze", "recompile")
 # The BN rule (--keep-bn-frozen) runs after fold_bn: BNs frozen only by that rule belong to the
@@ -28,24 +30,15 @@ FREEZE_PIPELINE = ("freeze", "recompile")
 PREPARE_PIPELINE = ("freeze", "fold_bn", "strip_dropout", "freeze_bn", "recompile")
 
 
-def pipeline(names: Sequence[str], selection: Selection | None = None, compile: CompileOptions | None = None) -> list[SpecPass]:
+def pipeline(names: Sequence[str], selection: Selection | None = None, compile: CompileOptions | None = None) -> list[Pass]:
     """The registered passes ``names``, with the selection and compile options bound."""
-    _load_passes()
     selection = selection or Selection()
     if "freeze_bn" in names:
         keep_bn_frozen, selection = selection.keep_bn_frozen, dataclasses.replace(selection, keep_bn_frozen=False)
         names = [name for name in names if name != "freeze_bn" or keep_bn_frozen]
     arguments = {"freeze": {"selection": selection}, "recompile": {"options": compile or CompileOptions()},
                  "strip_dropout": {"only_frozen": True}}
-    return [functools.partial(REGISTRY[name], **arguments.get(name, {})) for name in names]
-
-
-def _load_passes() -> None:
-    # Passes register themselves on import.
-    import surgeon.passes.fold_bn  # noqa: F401
-    import surgeon.passes.freeze  # noqa: F401
-    import surgeon.passes.recompile  # noqa: F401
-    import surgeon.passes.strip_dropout  # noqa: F401
+    return [functools.partial(PASSES[name], **arguments.get(name, {})) for name in names]
 
 
 def freeze_file(input_path: str, output_path: str, *, selection: Selection | None = None, compile: CompileOptions | None = None,
@@ -77,12 +70,10 @@ def _run(names, input_path, output_path, selection, compile, force, verify, fine
     passes = pipeline(names, selection, compile)
     if not (fine_tune and options.enabled):
         return rewrite_file(input_path, output_path, passes, force=force, verify=options, allow_code=allow_code)
-    from surgeon.finetune_check import fine_tune_checker
-
     # Started first: its TensorFlow start-up overlaps the rewrite and the verification.
     with fine_tune_checker(allow_code=allow_code) as check:
         return rewrite_file(input_path, output_path, passes, force=force, verify=options, allow_code=allow_code,
-                            after_write=lambda path, spec: check(path))
+                            after_write=lambda path, spec, options: check(path))
 
 
 def freeze_model(model, selection: Selection | None = None, compile: CompileOptions | None = None):

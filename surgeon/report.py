@@ -48,6 +48,41 @@ def changes_table(report: PassReport, columns: Iterable[str] | None = None) -> T
     return table
 
 
+def print_notes(console: Console, notes: Iterable[str]) -> None:
+    """One dim line per note; a note's text is printed as it is (``[n]`` is not markup)."""
+    for note in notes:
+        console.print(f"[dim]note: {escape(note)}[/dim]")
+
+
+def action_counts(report: PassReport) -> str:
+    """``2 folded, 1 left``: how many of a pass's rows took each action, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for row in report.changes:
+        counts[row["action"]] = counts.get(row["action"], 0) + 1
+    return ", ".join(f"{count} {action}" for action, count in counts.items())
+
+
+def print_fine_tune(out, report) -> None:
+    """The fine-tune check for people: one line per check, then the layers that failed."""
+    if report.problem:
+        out.print(f"[red]fine-tune check could not run:[/red] {report.problem}")
+        return
+    labels = {
+        "frozen_unchanged": f"frozen weights bit-for-bit unchanged after {report.steps} steps ({report.frozen_layers} layers)",
+        "trainable_moved": f"trainable part moved ({report.trainable_layers} layers)",
+        "frozen_mode_independent": "frozen part gives the same output in training and inference mode",
+        "deterministic": "two runs from the same seed give identical weights",
+    }
+    for check, passed in report.checks.items():
+        out.print(f"{'[green]pass[/green]' if passed else '[red]FAIL[/red]'}  {labels.get(check, check)}")
+    for problem in report.problems:
+        out.print(f"  [red]{problem.layer}[/red]: {problem.detail}")
+    if report.stuck_layers:
+        shown = ", ".join(report.stuck_layers[:8]) + (", ..." if len(report.stuck_layers) > 8 else "")
+        out.print(f"[yellow]note:[/yellow] trainable layers whose weights did not move: {shown}")
+    print_notes(out, report.notes)
+
+
 def _cell(value) -> str:
     if value is None:
         return ""

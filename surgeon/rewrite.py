@@ -15,13 +15,11 @@ from surgeon.io.keras_model import build_keras_model, check_code_layers
 from surgeon.io.loading import refuse_code_in_file
 from surgeon.io.output import check_output_path, pending_outputs
 from surgeon.layer_kinds import mode_dependent_layers
-from surgeon.passes import PassReport
+from surgeon.passes import Pass, PassReport
 from surgeon.spec import ModelSpec
 from surgeon.verify import (
     DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL, VerifyReport, load_inputs, verify_model,
 )
-
-SpecPass = Callable[[ModelSpec], tuple[ModelSpec, PassReport]]
 
 
 # Input values per verification run when --samples is not given: two 224x224 RGB images. A
@@ -43,8 +41,11 @@ class VerifyOptions:
     training_check: bool | None = None  # when nothing that acts in training mode is left
     inputs: str | None = None  # an .npz of user inputs
 
-    def resolve(self, original: ModelSpec, rewritten: ModelSpec | None = None) -> tuple["VerifyOptions", list[str]]:
-        """Fill in what was left to the model; return the options and notes saying what and why."""
+    def resolve(self, original: ModelSpec, *rewritten: ModelSpec) -> tuple["VerifyOptions", list[str]]:
+        """Fill in what was left to the model; return the options and notes saying what and why.
+
+        The training-mode check is chosen from the rewritten specs (the original's when none).
+        """
         options, notes = dataclasses.replace(self), []
         if options.samples is None:
             options.samples = verification_samples(original)
@@ -57,7 +58,7 @@ class VerifyOptions:
                 notes.append(f"{len(low)} layer(s) compute in float16/bfloat16: verified with rtol={options.rtol:g} "
                              "(the error reported is what mixed precision leaves; --rtol overrides)")
         if options.training_check is None:
-            left = mode_dependent_layers(rewritten or original)
+            left = [path for spec in (rewritten or (original,)) for path in mode_dependent_layers(spec)]
             options.training_check = not left
             if options.enabled and left:
                 shown = ", ".join(left[:4]) + (", ..." if len(left) > 4 else "")
@@ -115,7 +116,7 @@ class RewriteResult:
         }
 
 
-def apply_passes(spec: ModelSpec, passes: Sequence[SpecPass]) -> tuple[ModelSpec, list[PassReport]]:
+def apply_passes(spec: ModelSpec, passes: Sequence[Pass]) -> tuple[ModelSpec, list[PassReport]]:
     reports = []
     for rewrite in passes:
         spec, report = rewrite(spec)
@@ -126,43 +127,96 @@ def apply_passes(spec: ModelSpec, passes: Sequence[SpecPass]) -> tuple[ModelSpec
 def rewrite_file(
     input_path: str,
     output_path: str,
-    passes: Sequence[SpecPass],
+    passes: Sequence[Pass],
     *,
     force: bool = False,
     verify: VerifyOptions | None = None,
     allow_code: bool = False,
-    after_write: Callable[[str, ModelSpec], Any] | None = None,
+    after_write: Callable[[str, ModelSpec, VerifyOptions], Any] | None = None,
 ) -> RewriteResult:
-    """Rewrite ``input_path`` into ``output_path`` and verify the file that was written.
+    """Rewrite ``input_path`` into ``output_path`` with ``passes`` and verify the file that was written.
 
     The output appears only if verification passed (or was disabled); the input is never
-    opened for writing. ``after_write(temporary_path, spec)`` runs extra checks (e.g. a fine-tune
-    proof) on the written file before it is renamed into place; it raises, or returns None or a
-    report: a report whose ``passed`` is false fails the rewrite like a failed verification
-    (nothing written; the report is ``RewriteResult.checked``).
+    opened for writing. ``after_write(temporary_path, spec, options)`` runs extra checks (e.g. a
+    fine-tune proof) on the written file, with the resolved verification options, before it is
+    renamed into place; it raises, or returns None or a report: a report whose ``passed`` is false
+    fails the rewrite like a failed verification (nothing written; the report is
+    ``RewriteResult.checked``).
+    """
+
+    def run_passes(original: ModelSpec) -> tuple[list[ModelSpec], list[PassReport]]:
+        rewritten, reports = apply_passes(original, passes)
+        return [rewritten], reports
+
+    def check(original: ModelSpec, reports, paths: list[str], options: VerifyOptions) -> VerifyReport:
+        return verify_against(original, paths[0], options, allow_code=allow_code)
+
+    def after(paths: list[str], specs: list[ModelSpec], options: VerifyOptions):
+        return after_write(paths[0], specs[0], options)
+
+    done = write_verified(input_path, [output_path], run_passes, check, force=force, verify=verify, allow_code=allow_code,
+                          after_write=after if after_write is not None else None)
+    output = done.outputs[0] if done.outputs else None
+    return RewriteResult(input_path, output, done.report, done.verification, done.notes, done.checked)
+
+
+@dataclasses.dataclass
+class Written:
+    """What ``write_verified`` did: the outputs kept (None when a check failed and none were)."""
+
+    outputs: list[str] | None
+    report: Any  # what the rewrite reported (pass reports, a split report)
+    verification: VerifyReport | None
+    notes: list[str]  # from the reader and the passes, then the verification choices made for this model
+    checked: Any = None  # what after_write returned, if anything
+
+
+def write_verified(
+    input_path: str,
+    output_paths: Sequence[str],
+    rewrite: Callable[[ModelSpec], tuple[list[ModelSpec], Any]],
+    check: Callable[[ModelSpec, Any, list[str], VerifyOptions], VerifyReport],
+    *,
+    force: bool = False,
+    verify: VerifyOptions | None = None,
+    allow_code: bool = False,
+    after_write: Callable[[list[str], list[ModelSpec], VerifyOptions], Any] | None = None,
+) -> Written:
+    """The one rewrite flow every command takes, for one output or several written together.
+
+    1. refuse outputs that exist (unless ``force``) or that would overwrite the input;
+    2. read the input; refuse code it holds (Lambda layers) unless ``allow_code``;
+    3. ``rewrite(original) -> (one spec per output, report)``;
+    4. resolve the verification options from the model (the notes say what was chosen and why);
+    5. write every output to a temporary file beside its target;
+    6. ``check(original, report, temporary paths, options)`` on the written files, then
+       ``after_write(temporary paths, specs, options)``: each can fail the rewrite;
+    7. rename every output into place, or none.
     """
     verify = verify or VerifyOptions()
-    check_output_path(output_path, force=force, inputs=(input_path,))
+    for path in output_paths:
+        check_output_path(path, force=force, inputs=(input_path,))
     original = read_model(input_path)
     # Refused even on the TensorFlow-free path (--no-verify to .h5), which would never run it:
     # the file we write must not carry code into the user's fine-tuning job unannounced.
     check_code_layers(original, allow_code)
-    rewritten, reports = apply_passes(original, passes)
-    verify, choices = verify.resolve(original, rewritten)
-    notes = rewritten.notes + choices
+    specs, report = rewrite(original)
+    options, choices = verify.resolve(original, *specs)
+    notes = list(dict.fromkeys(note for spec in specs for note in spec.notes)) + choices
     verification = None
-    with pending_outputs([output_path]) as pending:
-        temporary = pending.path(output_path)
-        write_model(rewritten, temporary, allow_code=allow_code)
-        if verify.enabled:
-            verification = verify_against(original, temporary, verify, allow_code=allow_code)
+    with pending_outputs(list(output_paths)) as pending:
+        temporaries = [pending.path(path) for path in output_paths]
+        for spec, temporary in zip(specs, temporaries):
+            write_model(spec, temporary, allow_code=allow_code)
+        if options.enabled:
+            verification = check(original, report, temporaries, options)
             if not verification.passed:
-                return RewriteResult(input_path, None, reports, verification, notes)
-        checked = after_write(temporary, rewritten) if after_write is not None else None
+                return Written(None, report, verification, notes)
+        checked = after_write(temporaries, specs, options) if after_write is not None else None
         if not getattr(checked, "passed", True):
-            return RewriteResult(input_path, None, reports, verification, notes, checked)
+            return Written(None, report, verification, notes, checked)
         pending.commit()
-    return RewriteResult(input_path, output_path, reports, verification, notes, checked)
+    return Written(list(output_paths), report, verification, notes, checked)
 
 
 def verify_against(original: ModelSpec, candidate_path: str, options: VerifyOptions, *, allow_code: bool = False) -> VerifyReport:

@@ -151,21 +151,43 @@ def is_keras_tensor(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__"
 
 
-def iter_tensor_refs(obj: Any) -> Iterator[tuple[str, int, int]]:
-    """Every ``(layer, node_index, tensor_index)`` that a node's args/kwargs refer to, in order."""
+# The one pair of walks over the structures that hold keras tensors (a node's args and kwargs, in
+# lists, tuples and dicts): ``keras_tensors`` reads them, ``map_tensor_refs`` rewrites them.
+
+
+def keras_tensors(obj: Any) -> Iterator[dict]:
+    """Every ``__keras_tensor__`` dict inside ``obj``, in order.
+
+    Example:
+        >>> node = {"args": [[keras_tensor("a", 0, 0), keras_tensor("b", 1, 0)]], "kwargs": {"mask": None}}
+        >>> [tensor["config"]["keras_history"] for tensor in keras_tensors(node)]
+        [['a', 0, 0], ['b', 1, 0]]
+    """
     if is_keras_tensor(obj):
-        name, node_index, tensor_index = obj["config"]["keras_history"]
-        yield name, int(node_index), int(tensor_index)
+        yield obj
     elif isinstance(obj, dict):
         for value in obj.values():
-            yield from iter_tensor_refs(value)
-    elif isinstance(obj, (list, tuple)):
+            yield from keras_tensors(value)
+    elif isinstance(obj, (list, tuple)):  # configs serialized in memory hold tuples
         for value in obj:
-            yield from iter_tensor_refs(value)
+            yield from keras_tensors(value)
+
+
+def iter_tensor_refs(obj: Any) -> Iterator[tuple[str, int, int]]:
+    """Every ``(layer, node_index, tensor_index)`` that a node's args/kwargs refer to, in order."""
+    for tensor in keras_tensors(obj):
+        name, node_index, tensor_index = tensor["config"]["keras_history"]
+        yield name, int(node_index), int(tensor_index)
 
 
 def map_tensor_refs(obj: Any, fn) -> Any:
-    """A copy of ``obj`` in which each keras tensor is replaced by ``fn(tensor_dict)``."""
+    """A copy of ``obj`` in which each keras tensor is replaced by ``fn(tensor_dict)``.
+
+    Example:
+        >>> renamed = map_tensor_refs([keras_tensor("a", 0, 0), 2.0], lambda t: keras_tensor("b", 0, 0))
+        >>> renamed[0]["config"]["keras_history"], renamed[1]
+        (['b', 0, 0], 2.0)
+    """
     if is_keras_tensor(obj):
         return fn(obj)
     if isinstance(obj, dict):
@@ -217,10 +239,6 @@ def map_io_refs(struct: Any, fn) -> Any:
 
 def _malformed_io() -> SurgeonError:
     return SurgeonError("the model's input_layers/output_layers are malformed; the file is corrupt, save the model again")
-
-
-def node_inputs(layer: dict, node_index: int) -> list[tuple[str, int, int]]:
-    return list(iter_tensor_refs(layer["inbound_nodes"][node_index]))
 
 
 # --- code stored in configs ------------------------------------------------------------------

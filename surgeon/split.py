@@ -1,8 +1,8 @@
 """``split``: write a frozen base and a trainable top such that top(base(x)) == model(x).
 
-The file flow around the pure pass ``surgeon.passes.split``: read, split, write both halves to
-temporary files, reload both with plain Keras, compose and compare with the original, then commit
-both files together (or neither).
+The pure pass ``surgeon.passes.split`` in the one rewrite flow (``rewrite.write_verified``) with
+two outputs: both halves are written to temporary files, reloaded with plain Keras, composed and
+compared with the original, then kept together (or neither).
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import os
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
-from surgeon.io import read_model, write_model
-from surgeon.io.keras_model import build_keras_model, check_code_layers, load_plain, spec_from_keras_model
-from surgeon.io.output import check_output_path, pending_outputs
+from surgeon.errors import SurgeonError, one_line
+from surgeon.io.keras_model import build_keras_model, load_plain, spec_from_keras_model
 from surgeon.passes.split import SplitReport, split
-from surgeon.rewrite import VerifyOptions
+from surgeon.rewrite import VerifyOptions, write_verified
 from surgeon.spec import ModelSpec, io_refs
 from surgeon.verify import VerifyReport, compare, load_inputs, run, seeded_inputs
 
@@ -29,6 +27,7 @@ class SplitResult:
     top: str | None
     report: SplitReport
     verification: VerifyReport | None
+    notes: list[str] = dataclasses.field(default_factory=list)  # from the reader, and the verification choices
 
     @property
     def passed(self) -> bool:
@@ -39,6 +38,7 @@ class SplitResult:
             "input": self.input, "base": self.base, "top": self.top, "passed": self.passed,
             **self.report.to_json(),
             "verification": self.verification.to_json() if self.verification else None,
+            "notes": self.notes,
         }
 
 
@@ -69,26 +69,22 @@ def split_file(
         >>> result.base, result.top, result.passed
         ('/tmp/nested_base.keras', '/tmp/nested_top.keras', True)
     """
-    verify = verify or VerifyOptions()
     base_path, top_path = default_outputs(input_path, directory, base_path, top_path)
     if os.path.abspath(base_path) == os.path.abspath(top_path):
         raise SurgeonError(f"the base and the top would both be written to '{base_path}'; give different --base-out and --top-out")
-    for path in (base_path, top_path):
-        check_output_path(path, force=force, inputs=(input_path,))
-    original = read_model(input_path)
-    check_code_layers(original, allow_code)
-    verify, _ = verify.resolve(original)
-    base, top, report = split(original, at, fold_bn=fold_bn)
-    verification = None
-    with pending_outputs([base_path, top_path]) as pending:
-        write_model(base, pending.path(base_path), allow_code=allow_code)
-        write_model(top, pending.path(top_path), allow_code=allow_code)
-        if verify.enabled:
-            verification = verify_split(original, pending.path(base_path), pending.path(top_path), report, verify, allow_code=allow_code)
-            if not verification.passed:
-                return SplitResult(input_path, None, None, report, verification)
-        pending.commit()
-    return SplitResult(input_path, base_path, top_path, report, verification)
+    # verify_split always runs the base in training mode too: there is no training check to choose.
+    verify = dataclasses.replace(verify or VerifyOptions(), training_check=True)
+
+    def cut(original: ModelSpec) -> tuple[list[ModelSpec], SplitReport]:
+        base, top, report = split(original, at, fold_bn=fold_bn)
+        return [base, top], report
+
+    def check(original: ModelSpec, report: SplitReport, paths: list[str], options: VerifyOptions) -> VerifyReport:
+        return verify_split(original, paths[0], paths[1], report, options, allow_code=allow_code)
+
+    done = write_verified(input_path, [base_path, top_path], cut, check, force=force, verify=verify, allow_code=allow_code)
+    base_written, top_written = done.outputs or (None, None)
+    return SplitResult(input_path, base_written, top_written, done.report, done.verification, done.notes)
 
 
 def verify_split(original: ModelSpec, base_path: str, top_path: str, report: SplitReport, options: VerifyOptions,
@@ -103,12 +99,11 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
         base = load_plain(base_path, allow_code=allow_code)
         top = load_plain(top_path, allow_code=allow_code)
     except Exception as error:  # a written file Keras cannot load is a failed verification
-        message = " ".join(str(error).split())[:300]
-        return VerifyReport(False, [], 0, options.atol, options.rtol, problem=f"a written file does not load with plain Keras: {message}")
+        return VerifyReport(False, [], 0, options.atol, options.rtol, problem=f"a written file does not load with plain Keras: {one_line(error)}")
     inputs = load_inputs(options.inputs, reference) if options.inputs else seeded_inputs(reference, options.samples)
     input_names = [ref[0] for ref in io_refs(original.config["config"]["input_layers"])]
     checks = compose_checks(reference, base, top, inputs, input_names, report, atol=options.atol, rtol=options.rtol)
-    return VerifyReport(all(c.passed for c in checks), checks, inputs[0].shape[0], options.atol, options.rtol)
+    return VerifyReport.of(checks, inputs[0].shape[0], options.atol, options.rtol)
 
 
 def compose_checks(reference, base, top, inputs: list[np.ndarray], input_names: list[str], report: SplitReport,

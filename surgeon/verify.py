@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 from surgeon.io.keras_model import load_plain
 
 DEFAULT_SAMPLES = 8
@@ -45,6 +45,12 @@ class VerifyReport:
     atol: float
     rtol: float
     problem: str | None = None  # why the candidate could not even be compared
+
+    @classmethod
+    def of(cls, checks: list[OutputCheck], samples: int, atol: float, rtol: float) -> "VerifyReport":
+        """The report on ``checks``: passed when every one passed, and there was at least one
+        (no output compared is no check at all, not a pass)."""
+        return cls(bool(checks) and all(check.passed for check in checks), checks, samples, atol, rtol)
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "max_abs": self.max_abs, "max_rel": self.max_rel}
@@ -164,8 +170,7 @@ def verify_model(
     try:
         candidate = load_plain(candidate_path, allow_code=allow_code)
     except Exception as error:  # any failure to load is a failed verification, not a crash
-        message = " ".join(str(error).split())[:300]
-        return VerifyReport(False, [], 0, atol, rtol, problem=f"the written file does not load with plain Keras: {message}")
+        return VerifyReport(False, [], 0, atol, rtol, problem=f"the written file does not load with plain Keras: {one_line(error)}")
     if inputs is None:
         inputs = seeded_inputs(reference_model, samples, seed)
     _check_same_inputs(reference_model, candidate)
@@ -174,8 +179,7 @@ def verify_model(
     checks = compare(expected, run(candidate, inputs), names, mode="inference", atol=atol, rtol=rtol)
     if training_check:
         checks += compare(expected, run(candidate, inputs, training=True), names, mode="training", atol=atol, rtol=rtol)
-    # No check at all (no outputs compared) is not a pass.
-    return VerifyReport(bool(checks) and all(c.passed for c in checks), checks, inputs[0].shape[0], atol, rtol)
+    return VerifyReport.of(checks, inputs[0].shape[0], atol, rtol)
 
 
 def _check_same_inputs(reference, candidate) -> None:

@@ -11,15 +11,12 @@ Every test runs in a fresh working directory and asserts the marker never appear
 
 from __future__ import annotations
 
-import json
-import os
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import fixture_path
-from test_bad_inputs import input_data, argv_for, command_for, edit_h5_config, edit_keras_config, layer_of, run_cli, writes_output
+from test_bad_inputs import input_data, argv_for, command_for, edit_h5_config, edit_keras_config, layer_of, run_cli
 
 MARKER = "MARKER_surgeon_lambda"
 # Commands that only read configs and weight arrays (no Keras): they never need --allow-code.

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from surgeon.errors import SurgeonError
-from surgeon.spec import MODEL_CLASSES
+from surgeon.io.keras_model import check_code_layers
+from surgeon.spec import MODEL_CLASSES, ModelSpec
 from surgeon.io import keras2 as k2
 from surgeon.io.compile_config import translate_training_config
 
@@ -400,15 +401,17 @@ def test_unsupported_slicing_refused(spec):
         k2.translate_model_config(tf_model([op], "cut"))
 
 
-def test_lambda_refused_unless_allow_code():
+def test_lambda_passes_the_translation_untouched_and_the_code_gate_refuses_it():
     lam = layer("Lambda", "lam", [[["x", 0, 0, {}]]],
                 function=["4wEAAAAAAAAA", None, None], function_type="lambda",
                 module="__main__", output_shape=None, arguments={})
     cfg = model([inp("x", (4,)), lam], [["x", 0, 0]], [["lam", 0, 0]])
-    with pytest.raises(SurgeonError, match="'lam'.*--allow-code"):
-        k2.translate_model_config(cfg)
-    t = k2.translate_model_config(cfg, allow_code=True)
+    t = k2.translate_model_config(cfg)
     assert by_name(t)["lam"]["config"]["function"] == ["4wEAAAAAAAAA", None, None]
+    spec = ModelSpec(config=t.config, weights={})
+    with pytest.raises(SurgeonError, match="'lam'.*--allow-code"):
+        check_code_layers(spec, allow_code=False)
+    check_code_layers(spec, allow_code=True)
 
 
 # --------------------------------------------------------------------------- training config

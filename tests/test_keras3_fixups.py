@@ -152,12 +152,12 @@ def test_layer_scale_in_sequential(tmp_path, fmt):
 
 
 def test_weights_qualified_key_wins():
-    f = Fixup("ls", "some rewrite", "", ("inner",), ("ls",), "reshape",
-              {"shapes": [[1, 1, 2, 1]]})
+    f = Fixup("ls", "some rewrite", "", ("inner",), ("ls",), "same", {})
     w = {"ls": [np.zeros(2)], "inner/ls": [np.array([1.0, 2.0])], "other": [np.ones(3)]}
     out = fix_keras3_weights([f], w)
-    assert out["inner/ls"][0].shape == (1, 1, 2, 1) and out["ls"][0].shape == (2,)
-    assert out["other"] is w["other"] and w["inner/ls"][0].shape == (2,)
+    # The weight map ran on the nested layer's entry (a new list), not on the top-level "ls".
+    assert out["inner/ls"] is not w["inner/ls"] and out["inner/ls"][0] is w["inner/ls"][0]
+    assert out["ls"] is w["ls"] and out["other"] is w["other"]
 
 
 # ---------------------------------------------------------------------------------- CustomScaleLayer

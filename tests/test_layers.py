@@ -72,6 +72,18 @@ def imports_of(module: str) -> list[tuple[str, bool]]:
     return found
 
 
+def development_map() -> str:
+    readme = open(os.path.join(ROOT, "..", "README.md"), encoding="utf-8").read()
+    return readme[readme.index("## Development"):]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not MODULES[m].endswith("__init__.py")))
+def test_readme_development_map_names_the_module(module):
+    stem = module.rsplit(".", 1)[-1]
+    text = development_map()
+    assert f"`{stem}.py`" in text or f"`{stem}`" in text, f"README's development map does not name {module}: add it at its level"
+
+
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "surgeon"))
 def test_module_imports_only_its_level_or_below(module):
     level = level_of(module)

@@ -197,9 +197,9 @@ def test_existing_outputs_need_force(tmp_path):
 
 
 def test_a_mismatch_exits_1_and_removes_both_outputs(tmp_path, monkeypatch):
-    import surgeon.split as split_module
+    import surgeon.rewrite as rewrite_module  # the one flow writes every command's outputs
 
-    real_write = split_module.write_model
+    real_write = rewrite_module.write_model
 
     def corrupt_top(spec, path, **kwargs):
         if "_top" in os.path.basename(path):
@@ -207,7 +207,7 @@ def test_a_mismatch_exits_1_and_removes_both_outputs(tmp_path, monkeypatch):
             spec.weights["logits"] = {name: value * 3.0 for name, value in spec.weights["logits"].items()}
         real_write(spec, path, **kwargs)
 
-    monkeypatch.setattr(split_module, "write_model", corrupt_top)
+    monkeypatch.setattr(rewrite_module, "write_model", corrupt_top)
     result = CliRunner().invoke(app, ["split", str(FIXTURES / "convbn.keras"), "-o", str(tmp_path)])
     assert result.exit_code == 1
     assert "NOT equivalent" in result.output

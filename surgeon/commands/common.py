@@ -11,7 +11,9 @@ from typing import Annotated, Any, Callable
 
 import typer
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
+from surgeon.rewrite import MIN_SAMPLES, VerifyOptions
+from surgeon.verify import DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -26,9 +28,13 @@ Force = Annotated[bool, typer.Option("--force", help="Replace an existing output
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout instead of tables.")]
 AllowCode = Annotated[bool, typer.Option("--allow-code", help="Allow layers that run code stored in the file (Lambda). Only for files you trust.")]
 NoVerify = Annotated[bool, typer.Option("--no-verify", help="Skip reloading and checking the written file (faster; not recommended).")]
-Samples = Annotated[int | None, typer.Option("--samples", min=1, help="Seeded random inputs used for verification [default: 8; fewer for inputs larger than two 224x224 images].", show_default=False)]
+Samples = Annotated[int | None, typer.Option("--samples", min=1, show_default=False, help=(
+    f"Seeded random inputs used for verification [default: {DEFAULT_SAMPLES}; fewer (>= {MIN_SAMPLES}) for inputs larger "
+    "than two 224x224 images]."))]
 Atol = Annotated[float, typer.Option("--atol", min=0.0, help="Absolute tolerance of the verification.")]
-Rtol = Annotated[float | None, typer.Option("--rtol", min=0.0, help="Tolerance relative to each output's largest magnitude [default: 1e-4; 1e-2 for float16/mixed-precision models].", show_default=False)]
+Rtol = Annotated[float | None, typer.Option("--rtol", min=0.0, show_default=False, help=(
+    f"Tolerance relative to each output's largest magnitude [default: {DEFAULT_RTOL:g}; {MIXED_PRECISION_RTOL:g} for "
+    "float16/mixed-precision models]."))]
 Inputs = Annotated[Path | None, typer.Option("--inputs", help="An .npz of inputs (keyed by input name) to verify on instead of random ones.", show_default=False)]
 
 
@@ -59,12 +65,16 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
         except Exception as error:  # a file that breaks Keras in a way surgeon did not foresee
             if os.environ.get("SURGEON_DEBUG"):
                 raise
-            text = " ".join(str(error).split())[:300]
-            fail(f"{type(error).__name__}: {text} (set SURGEON_DEBUG=1 for a traceback and please report it)")
+            fail(f"{type(error).__name__}: {one_line(error)} (set SURGEON_DEBUG=1 for a traceback and please report it)")
             raise typer.Exit(EXIT_BAD_INPUT) from None
         raise typer.Exit(code or EXIT_OK)
 
     return wrapper
+
+
+def verify_options(no_verify: bool, samples: int | None, atol: float, rtol: float | None, inputs: Path | None = None):
+    """The ``VerifyOptions`` of a rewriting command's flags (None: chosen from the model when it runs)."""
+    return VerifyOptions(enabled=not no_verify, samples=samples, atol=atol, rtol=rtol, inputs=str(inputs) if inputs else None)
 
 
 def print_json(data: Any) -> None:
@@ -89,9 +99,3 @@ def console():
     from rich.console import Console
 
     return Console(highlight=False)
-
-
-def error_console():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)

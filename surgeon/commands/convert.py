@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from surgeon.commands.common import (
     AllowCode, Atol, EXIT_FAILED, Force, Json, ModelPath, ModelWeights, NoVerify, OutputPath, Rtol, Samples, command, console, print_json,
+    verify_options,
 )
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+from surgeon.verify import DEFAULT_ATOL
 
 
 @command
@@ -33,20 +34,18 @@ def convert(
     Example: surgeon convert model.json --weights weights.h5 -o model.keras
     """
     from surgeon.convert import convert_file
-    from surgeon.report import print_verification, status
-    from surgeon.rewrite import VerifyOptions
+    from surgeon.report import print_notes, print_verification, status
 
     with status("Converting and verifying..."):
         result = convert_file(str(model), str(output), force=force, allow_code=allow_code,
-                              verify=VerifyOptions(enabled=not no_verify, samples=samples, atol=atol, rtol=rtol))
+                              verify=verify_options(no_verify, samples, atol, rtol))
     if as_json:
         print_json(result.to_json())
         return 0 if result.passed else EXIT_FAILED
     from rich.markup import escape
 
     out = console()
-    for note in [note for report in result.passes for note in report.notes] + result.notes:
-        out.print(f"- {escape(note)}")
+    print_notes(out, [note for report in result.passes for note in report.notes] + result.notes)
     print_verification(out, result.verification, "Against surgeon's reading of the original")
     if result.checked is not None:
         if result.checked.skipped:

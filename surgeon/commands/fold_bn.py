@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, OutputPath, command, console,
-    print_json,
+    EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, OutputPath, Rtol, Samples, command, console,
+    print_json, verify_options,
 )
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES, MIXED_PRECISION_RTOL
+from surgeon.verify import DEFAULT_ATOL
 
 
 @command
@@ -19,13 +19,9 @@ def fold_bn(
     output: OutputPath,
     fold_all: Annotated[bool, typer.Option("--all", help="Also fold trainable BatchNormalization layers (for deployment; changes what fine-tuning does).")] = False,
     no_verify: NoVerify = False,
-    samples: Annotated[int | None, typer.Option("--samples", min=1, show_default=False, help=(
-        f"Seeded random inputs used for verification [default: {DEFAULT_SAMPLES}, fewer (>= 2) for inputs "
-        "larger than two 224x224 images]."))] = None,
+    samples: Samples = None,
     atol: Atol = DEFAULT_ATOL,
-    rtol: Annotated[float | None, typer.Option("--rtol", min=0.0, show_default=False, help=(
-        f"Tolerance relative to each output's largest magnitude [default: {DEFAULT_RTOL:g}; "
-        f"{MIXED_PRECISION_RTOL:g} when layers compute in float16]."))] = None,
+    rtol: Rtol = None,
     inputs: Inputs = None,
     as_json: Json = False,
     force: Force = False,
@@ -45,9 +41,8 @@ def fold_bn(
     """
     from surgeon.fold import fold_bn_file
     from surgeon.report import status
-    from surgeon.rewrite import VerifyOptions
 
-    options = VerifyOptions(enabled=not no_verify, samples=samples, atol=atol, rtol=rtol, inputs=str(inputs) if inputs else None)
+    options = verify_options(no_verify, samples, atol, rtol, inputs)
     with status("Folding BatchNormalization and verifying with Keras..."):
         result = fold_bn_file(str(model), str(output), fold_all=fold_all, force=force, verify=options, allow_code=allow_code)
     if as_json:
@@ -58,7 +53,7 @@ def fold_bn(
 
 
 def _print(result) -> None:
-    from surgeon.report import changes_table, print_verification
+    from surgeon.report import action_counts, changes_table, print_notes, print_verification
 
     out = console()
     report = result.passes[0]
@@ -66,13 +61,9 @@ def _print(result) -> None:
         out.print(changes_table(report, ["layer", "action", "into", "reason"]))
     else:
         out.print("No BatchNormalization layer in the model.")
-    counts = {}
-    for row in report.changes:
-        counts[row["action"]] = counts.get(row["action"], 0) + 1
-    if counts:
-        out.print("BatchNormalization: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
-    for note in report.notes + result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+    if report.changes:
+        out.print(f"BatchNormalization: {action_counts(report)}")
+    print_notes(out, report.notes + result.notes)
     print_verification(out, result.verification)
     if result.output:
         out.print(f"[green]wrote[/green] {result.output}")

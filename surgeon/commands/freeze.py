@@ -8,9 +8,9 @@ import typer
 
 from surgeon.commands.common import (
     EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, OutputPath, Rtol, Samples, command, console,
-    print_json,
+    print_json, verify_options,
 )
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+from surgeon.verify import DEFAULT_ATOL
 
 # Selection and compile options, shared with ``prepare``.
 Until = Annotated[str | None, typer.Option("--until", help="Freeze every layer up to and including LAYER (topological order), unfreeze the rest.", show_default=False)]
@@ -91,9 +91,8 @@ freeze = rewrite_command("freeze_file", "Freezing, verifying and fine-tune-check
 
 def run_rewrite(function, message, model, output, selection, compile, no_verify, samples, atol, rtol, inputs, as_json, force, allow_code) -> int:
     from surgeon.report import status
-    from surgeon.rewrite import VerifyOptions
 
-    options = VerifyOptions(enabled=not no_verify, samples=samples, atol=atol, rtol=rtol, inputs=str(inputs) if inputs else None)
+    options = verify_options(no_verify, samples, atol, rtol, inputs)
     with status(message):
         result = function(str(model), str(output), selection=selection, compile=compile, force=force, verify=options, allow_code=allow_code)
     if as_json:
@@ -107,7 +106,7 @@ def print_result(result) -> None:
     from rich.table import Table
 
     from surgeon.passes import PassReport
-    from surgeon.report import changes_table, print_verification
+    from surgeon.report import action_counts, changes_table, print_fine_tune, print_notes, print_verification
 
     out = console()
     by_name = {report.name: report for report in result.passes}
@@ -129,19 +128,14 @@ def print_result(result) -> None:
     for name in ("fold_bn", "strip_dropout"):
         report = by_name.get(name)
         if report is not None and report.changes:
-            counts: dict[str, int] = {}
-            for row in report.changes:
-                counts[row["action"]] = counts.get(row["action"], 0) + 1
-            out.print(f"{name}: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
+            out.print(f"{name}: {action_counts(report)}")
     for report in result.passes:
         if report.name == "recompile":
             for row in report.changes:
                 details = ", ".join(f"{k} {row[k]}" for k in ("optimizer", "learning_rate", "loss", "metrics") if row.get(k) is not None)
                 out.print(f"compile: {row['action']} ({details})")
-        for note in report.notes:
-            out.print(f"[dim]note: {note}[/dim]")
-    for note in result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+        print_notes(out, report.notes)
+    print_notes(out, result.notes)
     print_verification(out, result.verification)
     if result.checked is not None:
         print_fine_tune(out, result.checked)
@@ -149,25 +143,3 @@ def print_result(result) -> None:
         out.print(f"[green]wrote[/green] {result.output}")
     else:
         out.print("[red]nothing written[/red]: the checks above failed")
-
-
-def print_fine_tune(out, report) -> None:
-    """The fine-tune check for people: one line per check, then the layers that failed."""
-    if report.problem:
-        out.print(f"[red]fine-tune check could not run:[/red] {report.problem}")
-        return
-    labels = {
-        "frozen_unchanged": f"frozen weights bit-for-bit unchanged after {report.steps} steps ({report.frozen_layers} layers)",
-        "trainable_moved": f"trainable part moved ({report.trainable_layers} layers)",
-        "frozen_mode_independent": "frozen part gives the same output in training and inference mode",
-        "deterministic": "two runs from the same seed give identical weights",
-    }
-    for check, passed in report.checks.items():
-        out.print(f"{'[green]pass[/green]' if passed else '[red]FAIL[/red]'}  {labels.get(check, check)}")
-    for problem in report.problems:
-        out.print(f"  [red]{problem.layer}[/red]: {problem.detail}")
-    if report.stuck_layers:
-        shown = ", ".join(report.stuck_layers[:8]) + (", ..." if len(report.stuck_layers) > 8 else "")
-        out.print(f"[yellow]note:[/yellow] trainable layers whose weights did not move: {shown}")
-    for note in report.notes:
-        out.print(f"[dim]note: {note}[/dim]")

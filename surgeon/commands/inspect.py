@@ -40,6 +40,8 @@ def _print(result, all_layers: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from surgeon.report import print_notes
+
     out = console()
     source = escape(f"{result.path} ({result.format}, Keras {result.keras_version or '?'})")
     if all_layers:
@@ -56,8 +58,7 @@ def _print(result, all_layers: bool) -> None:
     frozen = result.total_params - result.trainable_params
     out.print(f"Total params: {result.total_params:,}  trainable: {result.trainable_params:,}  non-trainable: {frozen:,}")
     out.print(f"Compiled: {'yes, optimizer ' + str(result.optimizer) if result.compiled else 'no'}")
-    for note in result.notes:
-        out.print(f"[dim]note: {escape(note)}[/dim]")
+    print_notes(out, result.notes)
     if not result.hazards:
         out.print("[green]No fine-tuning hazards found.[/green]")
         return

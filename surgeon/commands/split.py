@@ -9,8 +9,9 @@ import typer
 
 from surgeon.commands.common import (
     EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, Rtol, Samples, command, console, print_json,
+    verify_options,
 )
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+from surgeon.verify import DEFAULT_ATOL
 
 
 @command
@@ -42,10 +43,9 @@ def split(
     Example: surgeon split model.keras --at gap -o parts/
     """
     from surgeon.report import print_verification, status
-    from surgeon.rewrite import VerifyOptions
     from surgeon.split import split_file
 
-    options = VerifyOptions(enabled=not no_verify, samples=samples, atol=atol, rtol=rtol, inputs=str(inputs) if inputs else None)
+    options = verify_options(no_verify, samples, atol, rtol, inputs)
     with status("Splitting and verifying with Keras..."):
         result = split_file(
             str(model), at=at, base_path=str(base_out) if base_out else None, top_path=str(top_out) if top_out else None,
@@ -61,7 +61,7 @@ def split(
 def _print(result, print_verification) -> None:
     from rich.table import Table
 
-    from surgeon.report import changes_table
+    from surgeon.report import changes_table, print_notes
 
     out = console()
     report = result.report
@@ -79,8 +79,7 @@ def _print(result, print_verification) -> None:
     for base_pass in report.base_passes:
         if base_pass.changes:
             out.print(changes_table(base_pass))
-    for note in report.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+    print_notes(out, report.notes + result.notes)
     print_verification(out, result.verification, "Verification of top(base(x)) against the model")
     if result.passed:
         out.print(f"wrote [bold]{result.base}[/bold] and [bold]{result.top}[/bold]")

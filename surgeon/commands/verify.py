@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import AllowCode, Atol, EXIT_FAILED, Inputs, Json, ModelPath, Rtol, Samples, command, console, print_json
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_SAMPLES
+from surgeon.verify import DEFAULT_ATOL
 
 
 @command
@@ -32,7 +32,7 @@ def verify(
     Example: surgeon verify model.h5 folded.h5 --samples 16 --json
     """
     from surgeon.rewrite import verify_files
-    from surgeon.report import print_verification, status
+    from surgeon.report import print_fine_tune, print_verification, status
 
     with status("Loading models with Keras..."):
         report = verify_files(str(reference), str(candidate), inputs=str(inputs) if inputs else None, samples=samples,
@@ -49,7 +49,5 @@ def verify(
     else:
         print_verification(console(), report)
         if checked:
-            from surgeon.commands.freeze import print_fine_tune
-
             print_fine_tune(console(), checked)
     return 0 if report.passed and (checked is None or checked.passed) else EXIT_FAILED

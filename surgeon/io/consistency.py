@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from surgeon.errors import SurgeonError
 from surgeon.graph import Graph
-from surgeon.spec import ModelSpec, is_keras_tensor, is_model_config, iter_layers
+from surgeon.spec import ModelSpec, is_model_config, iter_layers, keras_tensors
 from surgeon.weight_names import WEIGHT_NAMES
 
 # Per sample: 2^31 float32 elements are 8 GB. Larger inputs or activations do not come from a real
@@ -72,16 +72,10 @@ def check_structure(model: dict, where: str = "the model") -> None:
 
 
 def _check_tensor_refs(obj: Any, layer: str) -> None:
-    if is_keras_tensor(obj):
-        history = obj.get("config", {}).get("keras_history") if isinstance(obj.get("config"), dict) else None
+    for tensor in keras_tensors(obj):
+        history = tensor.get("config", {}).get("keras_history") if isinstance(tensor.get("config"), dict) else None
         if not _is_ref(history):
             raise SurgeonError(f"layer '{layer}' has an input that names no layer (keras_history {history!r}); the file is corrupt")
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            _check_tensor_refs(value, layer)
-    elif isinstance(obj, list):
-        for value in obj:
-            _check_tensor_refs(value, layer)
 
 
 def _is_index(value) -> bool:
@@ -112,18 +106,8 @@ def check_declared_sizes(model: dict) -> None:
         config = layer["config"]
         if layer.get("class_name") == "InputLayer":
             _check_shape(config.get("batch_shape") or config.get("batch_input_shape"), path)
-        _check_recorded_shapes(layer.get("inbound_nodes") or [], path)
-
-
-def _check_recorded_shapes(obj: Any, path: str) -> None:
-    if is_keras_tensor(obj):
-        _check_shape(obj["config"].get("shape"), path)
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            _check_recorded_shapes(value, path)
-    elif isinstance(obj, list):
-        for value in obj:
-            _check_recorded_shapes(value, path)
+        for tensor in keras_tensors(layer.get("inbound_nodes") or []):
+            _check_shape(tensor["config"].get("shape"), path)
 
 
 def _check_shape(shape, path: str) -> None:
@@ -177,18 +161,8 @@ def check_weights(spec: ModelSpec) -> None:
 
 def _input_shape(layer: dict) -> list | None:
     """The shape Keras recorded for the layer's first input (None when not recorded)."""
-    def first(obj):
-        if is_keras_tensor(obj):
-            return obj
-        values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
-        for value in values:
-            found = first(value)
-            if found is not None:
-                return found
-        return None
-
     nodes = layer.get("inbound_nodes") or []
-    tensor = first(nodes[0]) if nodes else None
+    tensor = next(keras_tensors(nodes[0]), None) if nodes else None
     shape = tensor["config"].get("shape") if tensor else None
     return list(shape) if isinstance(shape, (list, tuple)) else None
 

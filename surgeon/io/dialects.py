@@ -43,7 +43,7 @@ def translate(model_config, training_config: dict | None, keras_version: str | N
     if is_keras2(keras_version) or (keras_version is None and isinstance(model_config, dict) and looks_like_keras2(model_config)):
         # Lambda configs pass the door untouched: inspect shows them, and building a model
         # refuses them unless code is allowed (keras_model.check_code_layers).
-        translation = translate_model_config(model_config, allow_code=True)
+        translation = translate_model_config(model_config)
         model_config, renamed, dialect = translation.config, dict(translation.renamed), "keras2"
         notes += [f"Keras {keras_version or '2'}: {note}" for note in translation.notes]
         if training_config:

@@ -24,10 +24,10 @@ A path no reader claims gets ``files.unrecognised_input``'s error. Writers are c
 output's extension (``files.format_for_output``) in ``WRITERS``.
 
 Example:
-    >>> [reader.name for reader in READERS]
-    ['h5', 'tf_keras', 'keras', 'saved_model', 'json']
     >>> detect_input("fixtures/convbn.h5")
     'h5'
+    >>> reader_for("fixtures/convbn.keras").description
+    'Keras 3 .keras archive'
 """
 
 from __future__ import annotations

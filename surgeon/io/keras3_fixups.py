@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from surgeon.io.affine_ops import rescaling_of
-from surgeon.spec import dtype_policy, unique_name
+from surgeon.spec import dtype_policy, is_keras_tensor, keras_tensor, unique_name
 
 __all__ = [
     "Fixup",
@@ -72,7 +72,6 @@ class Fixup:
 # helpers on the config dialect
 # --------------------------------------------------------------------------------------------
 
-_TENSOR = "__keras_tensor__"
 _WHY_UNREGISTERED = (
     "class defined inside keras.src.applications and not registered: "
     "plain load_model of .h5 fails with 'Unknown layer' (and .keras depends on a private class)"
@@ -81,10 +80,6 @@ _WHY_OP = (
     "bare keras.ops node (Python arithmetic on a symbolic tensor); .h5 drops its module so the "
     "loader builds the merge layer of the same name, which rejects constant positional args"
 )
-
-
-def _is_tensor(x: Any) -> bool:
-    return isinstance(x, dict) and x.get("class_name") == _TENSOR
 
 
 def _is_scalar(x: Any) -> bool:
@@ -137,7 +132,7 @@ def _single_input(layer: dict) -> tuple[dict | None, list | None, str]:
     nodes = layer.get("inbound_nodes")
     if nodes and len(nodes) == 1:
         args = nodes[0].get("args", [])
-        if len(args) == 1 and _is_tensor(args[0]):
+        if len(args) == 1 and is_keras_tensor(args[0]):
             t = args[0]
             return t, t["config"].get("shape"), t["config"].get("dtype", dtype_name)
     shape = (layer.get("build_config") or {}).get("input_shape")
@@ -154,11 +149,6 @@ def _base_config(layer: dict, dtype_name: str) -> dict:
 
 def _node(*args: Any) -> dict:
     return {"args": list(copy.deepcopy(args)), "kwargs": {}}
-
-
-def _history_tensor(name: str, shape: list | None, dtype: str) -> dict:
-    return {"class_name": _TENSOR,
-            "config": {"shape": copy.deepcopy(shape), "dtype": dtype, "keras_history": [name, 0, 0]}}
 
 
 # A rewrite: (layer dict, context) -> (replacement layer dicts, Fixup), or None = not concerned.
@@ -210,7 +200,7 @@ def rewrite_custom_scale(layer: dict, context: FixupContext):
     resc = context.layer("Rescaling", scale_name,
                      dict(base, scale=float(layer["config"]["scale"]), offset=0.0),
                      [_node(b)], b["config"].get("shape"))
-    scaled = _history_tensor(scale_name, b["config"].get("shape"), dtype)
+    scaled = keras_tensor(scale_name, 0, 0, copy.deepcopy(b["config"].get("shape")), dtype)
     add = context.layer("Add", name, base, [_node([a, scaled])],
                     [a["config"].get("shape"), b["config"].get("shape")])
     return [resc, add], Fixup(name, "CustomScaleLayer -> Rescaling + Add", _WHY_UNREGISTERED,
@@ -280,7 +270,7 @@ def rewrite_op(layer: dict, context: FixupContext):
     if len(nodes) != 1 or nodes[0].get("kwargs"):
         return refuse("shared op node or keyword arguments")
     args = nodes[0]["args"]
-    tensors = [i for i, a in enumerate(args) if _is_tensor(a)]
+    tensors = [i for i, a in enumerate(args) if is_keras_tensor(a)]
     if cls == "Negative" and len(args) == 1 and tensors == [0]:
         affine, t = rescaling_of("negative", 0.0, False, inexact_division=False), args[0]
     elif len(args) == 2 and len(tensors) == 1 and _is_scalar(args[1 - tensors[0]]):
@@ -325,13 +315,6 @@ REWRITES: dict[str, Rewrite] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _reshape(weights: list[np.ndarray], shapes: list[list[int]]) -> list[np.ndarray]:
-    """Given: the old layer's weights. Result: the same values, reshaped one by one."""
-    if len(weights) != len(shapes):
-        raise ValueError(f"expected {len(shapes)} weight arrays, got {len(weights)}")
-    return [np.asarray(w).reshape(s) for w, s in zip(weights, shapes)]
-
-
 def _same(weights: list[np.ndarray]) -> list[np.ndarray]:
     """Given: the old layer's weights. Result: the same arrays (the new layer stores them as is)."""
     return list(weights)
@@ -340,7 +323,6 @@ def _same(weights: list[np.ndarray]) -> list[np.ndarray]:
 #: weight-map name -> function(old weights, **Fixup.params) -> new weights
 WEIGHT_MAPS: dict[str, Callable[..., list[np.ndarray]]] = {
     "same": _same,
-    "reshape": _reshape,
 }
 
 

@@ -6,12 +6,13 @@ TensorFlow is imported inside the functions only.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 
 import numpy as np
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, one_line
 from surgeon.io.dialects import to_keras_config, translate
 from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
 
@@ -32,7 +33,7 @@ def quiet_tensorflow() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401  (imports tensorflow, the noisy part)
+            importlib.import_module("keras")  # imports tensorflow, the noisy part
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -79,7 +80,7 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
 
 
 def _explain_build_failure(error: Exception) -> str:
-    text = " ".join(str(error).split())
+    text = one_line(error, limit=None)
     if "Unknown layer" in text or "Could not locate class" in text or "could not be deserialized" in text.lower():
         return (
             f"the model uses a layer class Keras does not know ({text[:200]}); "
@@ -93,7 +94,7 @@ def compile_model(model, compile_config: dict) -> None:
     try:
         model.compile_from_config(compile_config)
     except Exception as error:
-        raise SurgeonError(f"cannot compile the model from its stored compile config: {' '.join(str(error).split())[:300]}") from None
+        raise SurgeonError(f"cannot compile the model from its stored compile config: {one_line(error)}") from None
 
 
 def keras_layer(model, path: str):

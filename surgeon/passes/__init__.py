@@ -1,7 +1,7 @@
 """Rewrite passes: pure functions ``spec -> (spec, PassReport)``; no I/O, no TensorFlow.
 
-Each pass lives in its own module and registers itself by name, so that a pipeline such as
-``prepare`` is a list of names (data), not new code.
+Each pass lives in its own module; ``registry.PASSES`` names them all in one table, so that a
+pipeline such as ``prepare`` is a list of names (data), not new code.
 """
 
 from __future__ import annotations
@@ -25,13 +25,3 @@ class PassReport:
 
 
 Pass = Callable[[ModelSpec], tuple[ModelSpec, PassReport]]
-
-REGISTRY: dict[str, Pass] = {}
-
-
-def register_pass(name: str):
-    def decorate(function: Pass) -> Pass:
-        REGISTRY[name] = function
-        return function
-
-    return decorate

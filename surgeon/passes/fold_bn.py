@@ -37,7 +37,7 @@ from surgeon import math as bn_math
 from surgeon.graph import Graph
 from surgeon.graph_edit import bypass_layer, replace_layer
 from surgeon.layer_kinds import BATCH_NORMALIZATION
-from surgeon.passes import PassReport, register_pass
+from surgeon.passes import PassReport
 from surgeon.spec import ModelSpec, dtype_policy, effectively_frozen, is_keras_tensor, is_model_config, layer_name
 
 
@@ -103,7 +103,6 @@ class _Level:
         return self.prefix + name
 
 
-@register_pass("fold_bn")
 def fold_bn(spec: ModelSpec, *, fold_all: bool = False) -> tuple[ModelSpec, PassReport]:
     """Fold (or make affine) every frozen BatchNormalization; ``fold_all`` takes trainable ones too.
 
@@ -112,6 +111,7 @@ def fold_bn(spec: ModelSpec, *, fold_all: bool = False) -> tuple[ModelSpec, Pass
     or ``left`` (``reason`` says why).
 
     Example:
+        >>> from surgeon.io import read_model
         >>> spec, report = fold_bn(read_model("fixtures/convbn.h5"))
         >>> [row["action"] for row in report.changes][:2]
         ['folded-after', 'folded-after']

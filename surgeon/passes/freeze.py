@@ -19,7 +19,7 @@ from surgeon.errors import SurgeonError
 from surgeon.graph import Graph
 from surgeon.layer_kinds import BATCH_NORMALIZATION
 from surgeon.params import ParamCounts, layer_param_count, param_counts
-from surgeon.passes import PassReport, register_pass
+from surgeon.passes import PassReport
 from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, parent_path
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +45,14 @@ class FreezeReport(PassReport):
     after: ParamCounts | None = None
 
 
-@register_pass("freeze")
 def freeze(spec: ModelSpec, selection: Selection | None = None) -> tuple[ModelSpec, FreezeReport]:
     """Apply ``selection`` and write every flag explicitly and consistently.
 
     Example:
-        >>> spec, report = freeze(read_model("model.h5"), Selection(until="block4_pool", unfreeze=("block5_*",)))
+        >>> from surgeon.io import read_model
+        >>> spec, report = freeze(read_model("fixtures/nested.h5"), Selection(until="base"))
         >>> report.after
-        ParamCounts(trainable=7079424, non_trainable=7635264)
+        ParamCounts(trainable=51, non_trainable=1488)
     """
     selection = selection or Selection()
     spec = spec.copy()
@@ -92,7 +92,6 @@ def freeze(spec: ModelSpec, selection: Selection | None = None) -> tuple[ModelSp
     return spec, report
 
 
-@register_pass("freeze_bn")
 def freeze_batchnorm(spec: ModelSpec) -> tuple[ModelSpec, FreezeReport]:
     """Given: BatchNormalization layers in trainable blocks. Result: the same layers, frozen.
 

@@ -13,7 +13,7 @@ import dataclasses
 
 from surgeon.errors import SurgeonError
 from surgeon.io.compile_config import LOSS_NAMES, OPTIMIZER_NAMES
-from surgeon.passes import PassReport, register_pass
+from surgeon.passes import PassReport
 from surgeon.spec import ModelSpec
 
 
@@ -29,7 +29,6 @@ class CompileOptions:
         return any(v is not None for v in (self.optimizer, self.learning_rate, self.loss, self.metrics))
 
 
-@register_pass("recompile")
 def recompile(spec: ModelSpec, options: CompileOptions | None = None) -> tuple[ModelSpec, PassReport]:
     """Keep (or replace from ``options``) the compile config; never carry optimizer state."""
     options = options or CompileOptions()

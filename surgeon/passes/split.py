@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
 
 from surgeon.errors import SurgeonError
 from surgeon.graph import Graph, Node, Tensor, recorded_tensors
 from surgeon.passes import PassReport
 from surgeon.passes.fold_bn import fold_bn as fold_bn_pass
 from surgeon.passes.strip_dropout import strip_dropout
-from surgeon.spec import ModelSpec, io_refs, is_keras_tensor, is_model_config, iter_layers, keras_tensor, layer_name, map_io_refs, map_tensor_refs, unique_name
+from surgeon.spec import ModelSpec, io_refs, is_model_config, iter_layers, keras_tensor, layer_name, map_io_refs, map_tensor_refs, unique_name
 
 # The layers after which a person would cut an image classifier: the feature vector.
 FEATURE_LAYERS = frozenset({
@@ -82,6 +81,7 @@ def split(spec: ModelSpec, at: str | None = None, *, fold_bn: bool = False) -> t
     """Split ``spec`` after layer path ``at`` (or the natural cut) into (base, top, report).
 
     Example:
+        >>> from surgeon.io import read_model
         >>> base, top, report = split(read_model("fixtures/convbn.h5"), "conv2")
         >>> [t.name for t in report.cut]
         ['relu1', 'conv2']
@@ -215,7 +215,6 @@ def _analyse(graph: Graph, at: str, *, inside: bool = False) -> tuple[_LevelCut,
     order = graph.nodes_in_order()
     top = [node for node in order if node not in base]
     top_set = set(top)
-    consumers = graph.consumers()
     problems: list[str] = []
 
     input_names = {t[0] for t in graph.inputs}

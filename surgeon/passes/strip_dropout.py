@@ -6,11 +6,10 @@ from typing import Callable
 
 from surgeon.graph_edit import bypass_layer
 from surgeon.layer_kinds import DROPOUT_LAYERS
-from surgeon.passes import PassReport, register_pass
-from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, iter_layers, layer_name
+from surgeon.passes import PassReport
+from surgeon.spec import ModelSpec, effectively_frozen, is_model_config, layer_name
 
 
-@register_pass("strip_dropout")
 def strip_dropout(spec: ModelSpec, *, only_frozen: bool = True) -> tuple[ModelSpec, PassReport]:
     """Given: ``x -> Dropout -> y`` in a frozen part. Result: ``x -> y``.
 

@@ -19,8 +19,7 @@ class Translation:
 class TranslationContext:
     """What a translation collects as it goes: layers renamed and one note per rule applied."""
 
-    def __init__(self, allow_code: bool):
-        self.allow_code = allow_code
+    def __init__(self):
         self.renamed: dict[str, str] = {}
         self._notes: dict[str, list[str]] = {}
 

@@ -123,7 +123,6 @@ def _translate_functional(config: dict, context: TranslationContext) -> tuple[di
         cls = layer["class_name"]
         new_name = renames.get(n, n)
         layer_config = layer["config"]
-        _check_lambda(cls, layer_config, n, context)
         layer_calls = [
             Call(map_structure(fix, c.args), map_structure(fix, c.kwargs)) for c in calls[n]
         ]
@@ -282,7 +281,6 @@ def _translate_sequential(cfg, ctx: TranslationContext) -> tuple[dict, list | No
     for layer, old in zip(layers, old_names):
         cls = layer["class_name"]
         name = renames.get(old, old)
-        _check_lambda(cls, layer["config"], old, ctx)
         if cls in GRAPH_RULES:
             raise SurgeonError(
                 f"layer {old!r} ({cls}) inside a Sequential model is not translated; rebuild "
@@ -309,18 +307,18 @@ def _translate_sequential(cfg, ctx: TranslationContext) -> tuple[dict, list | No
     return new, shape
 
 
-def translate_model_config(config: dict, allow_code: bool = False) -> Translation:
+def translate_model_config(config: dict) -> Translation:
     """Translate a Keras 2 ``model_config`` (``{"class_name", "config"}``) into Keras 3's.
 
     Raises :class:`SurgeonError` (one line naming the layer, the problem and the way out) when a
-    layer cannot be expressed with built-in Keras 3 layers. ``allow_code=True`` keeps Lambda layers
-    (marshalled bytecode) as they are instead of refusing them.
+    layer cannot be expressed with built-in Keras 3 layers. Lambda layers (marshalled bytecode) pass
+    as they are: the one gate for code is ``keras_model.check_code_layers``, past the door.
     """
     if isinstance(config, (str, bytes)):
         config = json.loads(config)
     if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
         raise SurgeonError("model_config is not a Keras model config (no class_name/config)")
-    context = TranslationContext(allow_code)
+    context = TranslationContext()
     cls = config["class_name"]
     if cls == "Sequential":
         new_config, _ = _translate_sequential(config["config"], context)
@@ -340,15 +338,3 @@ def translate_model_config(config: dict, allow_code: bool = False) -> Translatio
             "cannot be read from an .h5 config"
         )
     return Translation(config=out, renamed=dict(context.renamed), notes=context.notes())
-
-
-def _check_lambda(cls, config, name, context):
-    if cls != "Lambda":
-        return
-    if context.allow_code:
-        context.note("Lambda layer kept as is: every command but inspect refuses it unless --allow-code", name)
-        return
-    raise SurgeonError(
-        f"layer {name!r} is a Lambda layer holding marshalled Python bytecode, which surgeon "
-        "never decodes or runs; pass --allow-code if you trust this file"
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from surgeon.io.keras2.context import Constant, TensorRef
+from surgeon.spec import map_tensor_refs
 
 
 def is_node_entry(x) -> bool:
@@ -66,10 +67,5 @@ def parse_node(node, layer_names: set, preserve_structure: bool) -> Call:
 
 
 def from_keras3_structure(x):
-    if isinstance(x, dict) and x.get("class_name") == "__keras_tensor__":
-        return TensorRef(*x["config"]["keras_history"])
-    if isinstance(x, list):
-        return [from_keras3_structure(v) for v in x]
-    if isinstance(x, dict):
-        return {k: from_keras3_structure(v) for k, v in x.items()}
-    return x
+    """A Keras 3 node's args or kwargs with each keras tensor as a :class:`TensorRef`."""
+    return map_tensor_refs(x, lambda tensor: TensorRef(*tensor["config"]["keras_history"]))
