@@ -1,4 +1,5 @@
-"""Wall time of `surgeon inspect` on a ResNet50 .h5/.keras against `python -c "import tensorflow"`.
+"""Wall time of `surgeon inspect` on a ResNet50 .h5/.keras (and, with tf_keras installed, a tf.keras 2
+SavedModel directory) against `python -c "import tensorflow"`.
 
 Each command runs in a fresh process (as a user types it), several times, the commands interleaved
 round by round so that load on a shared machine hits them alike; the median is reported. The
@@ -37,6 +38,24 @@ def ensure_resnet50() -> list[Path]:
     return paths
 
 
+def ensure_resnet50_saved_model() -> list[Path]:
+    """ResNet50 as tf.keras 2 saved it by default (model.save without extension), if tf_keras is there."""
+    import importlib.util
+
+    path = OUT / "resnet50_savedmodel"
+    if path.exists() or importlib.util.find_spec("tf_keras") is None:
+        return [path] if path.exists() else []
+    code = f"import tf_keras; m = tf_keras.applications.ResNet50(weights=None); m.save({str(path)!r}, save_format='tf')"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1"})
+    return [path]
+
+
+def size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+
 ROOT = Path(__file__).resolve().parent.parent
 SURGEON = [sys.executable, "-c", "from surgeon.cli import main; main()"]
 
@@ -56,8 +75,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; python {platform.python_version()}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     rows = [("python -c 'import tensorflow'", [sys.executable, "-c", "import tensorflow"], environment)]
-    for path in ensure_resnet50():
-        rows.append((f"surgeon inspect {path.name} ({path.stat().st_size / 1e6:.0f} MB)", SURGEON + ["inspect", str(path)], environment))
+    for path in ensure_resnet50() + ensure_resnet50_saved_model():
+        rows.append((f"surgeon inspect {path.name} ({size_mb(path):.0f} MB)", SURGEON + ["inspect", str(path)], environment))
         rows.append(("  same, no watchdog", SURGEON + ["inspect", str(path)], unguarded))
         rows.append((f"surgeon inspect {path.name} --json", SURGEON + ["inspect", str(path), "--json"], environment))
     rows.append(("surgeon --help", SURGEON + ["--help"], environment))

@@ -1,11 +1,13 @@
-"""Sweep (issue 6 acceptance): every keras.applications architecture saved by tf.keras 2.x, flat and
-nested, through ``convert``, ``fold-bn`` and ``prepare``.
+"""Sweep (issues 6 and 13 acceptance): every keras.applications architecture saved by tf.keras 2.x,
+flat and nested, in each way tf.keras 2 saved models, through ``convert``, ``fold-bn`` and ``prepare``.
 
 Step A (one child process, ``TF_USE_LEGACY_KERAS=1``, tf_keras): build each architecture with
 ``weights=None`` at the smallest input it accepts (``applications.ARCHS``), random non-trivial BN
 statistics (gamma ~ U(0.5, 1.5), beta/mean ~ N(0, 0.5), var ~ U(0.5, 2)) and ConvNeXt LayerScale
-gammas (U(0.5, 1.5) instead of 1e-6), and save as a Keras 2
-``.h5``:
+gammas (U(0.5, 1.5) instead of 1e-6), and save it in each of ``--keras2-formats``: ``h5``
+(``NAME.h5``), ``saved_model`` (the ``NAME_savedmodel/`` directory of ``model.save`` without
+extension), ``keras`` (tf.keras' own ``NAME.keras``), ``json`` (``NAME.json`` from ``to_json()`` +
+``NAME_weights.h5`` from ``save_weights``, found by surgeon by their shared stem):
 
 - flat: the application with a 10-way logits top (``classifier_activation=None``: a saturated
   softmax would hide errors);
@@ -27,7 +29,11 @@ Step B (Keras 3, one child process per architecture, see ``applications.collect_
 Prints one row per file and the pass counts. Usage:
 
     python bench/sweep_keras2.py [--only ResNet50,ConvNeXtTiny] [--variants flat,nested]
+                                 [--keras2-formats h5,saved_model,keras,json]
                                  [--out DIR] [--keep] [--in-process]
+
+A JSON + weights pair has no compile state: ``prepare`` writes it uncompiled (its fine-tune check
+compiles a copy with SGD and mean squared error); the other formats keep their compile config.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ import tf_keras
 sys.path.insert(0, %(bench)r)
 from applications import randomize_batchnorm  # no Keras 3 import: safe beside tf_keras
 
-out, cases, variants = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+out, cases, variants, formats = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
 
 def randomize_bn(model, rng):
     for layer in model.layers:
@@ -87,14 +93,27 @@ for arch, shape in cases:
                 model = tf_keras.Model(x, tf_keras.layers.Dense(%(classes)d, name="head")(y),
                                        name="outer_" + arch.lower())
             model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss=%(loss)s)
-            model.save(os.path.join(out, f"{arch}_{variant}.h5"))
+            stem = os.path.join(out, f"{arch}_{variant}")
+            if "h5" in formats:
+                model.save(stem + ".h5")
+            if "saved_model" in formats:
+                model.save(stem + "_savedmodel", save_format="tf")
+            if "keras" in formats:
+                model.save(stem + ".keras")
+            if "json" in formats:
+                with open(stem + ".json", "w") as handle:
+                    handle.write(model.to_json())
+                model.save_weights(stem + "_weights.h5")
             print(f"built {arch} {variant}", file=sys.stderr, flush=True)
         except Exception as error:
             print(f"BUILD-FAIL {arch} {variant}: {type(error).__name__}: {error}"[:300], file=sys.stderr, flush=True)
 """
 
 
-def build_keras2_files(out: str, archs: list[str], variants: list[str], loss_object: bool) -> float:
+KERAS2_FORMATS = {"h5": ".h5", "saved_model": "_savedmodel", "keras": ".keras", "json": ".json"}  # format -> input suffix
+
+
+def build_keras2_files(out: str, archs: list[str], variants: list[str], formats: list[str], loss_object: bool) -> float:
     """Step A: the Keras 2 files, built by tf_keras in a child process; returns its wall time."""
     start = time.perf_counter()
     # The outputs are logits: a loss named by string must not expect probabilities (the name
@@ -105,7 +124,7 @@ def build_keras2_files(out: str, archs: list[str], variants: list[str], loss_obj
     script = _BUILD_KERAS2 % {"classes": CLASSES, "loss": loss, "bench": os.path.dirname(os.path.abspath(__file__))}
     cases = json.dumps([[arch, list(ARCHS[arch])] for arch in archs])
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run([sys.executable, "-c", script, out, cases, json.dumps(variants)], env=env, check=True)
+    subprocess.run([sys.executable, "-c", script, out, cases, json.dumps(variants), json.dumps(formats)], env=env, check=True)
     return time.perf_counter() - start
 
 
@@ -160,26 +179,33 @@ STEPS = {"convert": (run_convert, ".keras"), "fold": (run_fold, "_folded.h5"), "
 
 def run_architecture(arch: str, args: argparse.Namespace):
     for variant in args.variants:
-        stem = os.path.join(args.out, f"{arch}_{variant}")
-        row = {"arch": arch, "variant": variant, "format": "h5"}
-        start = time.perf_counter()
-        if not os.path.exists(stem + ".h5"):
-            for step in STEPS:
-                row[step] = {"ok": False, "rel": None, "reason": "tf_keras could not build or save the model (see step A)"}
-        for step, (run, suffix) in STEPS.items():
-            if step in row:
-                continue
-            try:
-                row[step] = run(stem + ".h5", stem + suffix)
-            except Exception as error:  # noqa: BLE001 - a sweep reports every failure as a row
-                row[step] = {"ok": False, "rel": None, "reason": one_line(error)}
-            if not args.keep and os.path.exists(stem + suffix):
-                os.remove(stem + suffix)
-        row["ok"] = all(row[step]["ok"] for step in STEPS)
-        row["reason"] = "; ".join(f"{step}: {row[step]['reason']}" for step in STEPS if not row[step]["ok"])
-        row["seconds"] = time.perf_counter() - start
-        print_row(row)
-        yield row
+        for fmt in args.formats:
+            yield run_case(arch, variant, fmt, args)
+
+
+def run_case(arch: str, variant: str, fmt: str, args: argparse.Namespace) -> dict:
+    stem = os.path.join(args.out, f"{arch}_{variant}")
+    source = stem + KERAS2_FORMATS[fmt]
+    row = {"arch": arch, "variant": variant, "format": fmt}
+    start = time.perf_counter()
+    if not os.path.exists(source):
+        for step in STEPS:
+            row[step] = {"ok": False, "rel": None, "reason": "tf_keras could not build or save the model (see step A)"}
+    for step, (run, suffix) in STEPS.items():
+        if step in row:
+            continue
+        output = f"{stem}_{fmt}{suffix}"
+        try:
+            row[step] = run(source, output)
+        except Exception as error:  # noqa: BLE001 - a sweep reports every failure as a row
+            row[step] = {"ok": False, "rel": None, "reason": one_line(error)}
+        if not args.keep and os.path.exists(output):
+            os.remove(output)
+    row["ok"] = all(row[step]["ok"] for step in STEPS)
+    row["reason"] = "; ".join(f"{step}: {row[step]['reason']}" for step in STEPS if not row[step]["ok"])
+    row["seconds"] = time.perf_counter() - start
+    print_row(row)
+    return row
 
 
 def _cell(result: dict) -> str:
@@ -188,7 +214,7 @@ def _cell(result: dict) -> str:
 
 
 def print_row(row: dict) -> None:
-    print(f"{row['arch']:<18} {row['variant']:<6} convert {_cell(row['convert'])}  fold {_cell(row['fold'])}  "
+    print(f"{row['arch']:<18} {row['variant']:<6} {row['format']:<11} convert {_cell(row['convert'])}  fold {_cell(row['fold'])}  "
           f"prepare {_cell(row['prepare'])}  {row['seconds']:6.1f}s", file=sys.stderr, flush=True)
 
 
@@ -199,8 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-object", action="store_true",
                         help="compile with a loss object (SparseCategoricalCrossentropy(from_logits=True)) "
                         "instead of the loss's name")
+    parser.add_argument("--keras2-formats", default=",".join(KERAS2_FORMATS),
+                        help=f"how tf_keras saves each model: {', '.join(KERAS2_FORMATS)} (default: all)")
     args = parse_args(parser, argv)
-    args.formats = ["h5"]  # Keras 2 files are .h5; the shared --formats option does not apply
+    # The shared --formats (Keras 3 .h5/.keras) does not apply: these are the Keras 2 ways of saving.
+    args.formats = [f.strip() for f in args.keras2_formats.split(",") if f.strip()]
+    unknown = [f for f in args.formats if f not in KERAS2_FORMATS]
+    if unknown:
+        parser.error(f"--keras2-formats: unknown {unknown}; known: {list(KERAS2_FORMATS)}")
     temporary = args.out is None
     if temporary:
         args.out = tempfile.mkdtemp(prefix="sweep_keras2_")
@@ -209,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         if not args.rows_json:
-            build_seconds = build_keras2_files(args.out, args.archs, args.variants, args.loss_object)
+            build_seconds = build_keras2_files(args.out, args.archs, args.variants, args.formats, args.loss_object)
             print(f"step A (tf_keras build + save): {build_seconds:.0f}s", file=sys.stderr, flush=True)
         rows = collect_rows(args, lambda arch: run_architecture(arch, args))
     finally:
@@ -219,21 +251,21 @@ def main(argv: list[str] | None = None) -> int:
         for step in STEPS:  # a crashed child's row has no per-step results
             row.setdefault(step, {"ok": False, "rel": None, "reason": row["reason"]})
     print()
-    print(f"{'arch':<18} {'variant':<6} {'convert (tf_keras rel)':<24} {'fold-bn (rel)':<18} {'prepare (rel)':<18}")
+    print(f"{'arch':<18} {'variant':<6} {'format':<11} {'convert (tf_keras rel)':<24} {'fold-bn (rel)':<18} {'prepare (rel)':<18}")
     for row in rows:
-        print(f"{row['arch']:<18} {row['variant']:<6} {_cell(row['convert']):<24} {_cell(row['fold']):<18} "
+        print(f"{row['arch']:<18} {row['variant']:<6} {row['format']:<11} {_cell(row['convert']):<24} {_cell(row['fold']):<18} "
               f"{_cell(row['prepare']):<18}")
     print()
-    print_counts(rows, f"convert (tf_keras check < {CONVERT_REL:g})", ok=lambda r: r["convert"]["ok"], breakdown=False)
-    print_counts(rows, "fold-bn on the Keras 2 file", ok=lambda r: r["fold"]["ok"], breakdown=False)
-    print_counts(rows, "prepare on the Keras 2 file", ok=lambda r: r["prepare"]["ok"], breakdown=False)
+    print_counts(rows, f"convert (tf_keras check < {CONVERT_REL:g})", ok=lambda r: r["convert"]["ok"])
+    print_counts(rows, "fold-bn on the Keras 2 file", ok=lambda r: r["fold"]["ok"])
+    print_counts(rows, "prepare on the Keras 2 file", ok=lambda r: r["prepare"]["ok"])
     failed = [row for row in rows if not row["ok"]]
     if failed:
         print("failures:")
         for row in failed:
             for step in STEPS:
                 if not row[step]["ok"]:
-                    print(f"  {row['arch']} {row['variant']} {step}: {row[step]['reason']}")
+                    print(f"  {row['arch']} {row['variant']} {row['format']} {step}: {row[step]['reason']}")
     print(f"wall time: {time.perf_counter() - start:.0f}s")
     return 0 if not failed else 1
 

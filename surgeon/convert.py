@@ -18,6 +18,7 @@ import numpy as np
 
 from surgeon.child_process import last_error_line, run_python
 from surgeon.io.keras_model import load_plain
+from surgeon.passes.recompile import recompile
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
 from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, compare, rounding_floors, run, seeded_inputs
 
@@ -28,7 +29,12 @@ import sys, numpy as np, tf_keras
 # tf_keras does not register its own ConvNeXt layers, so its load_model cannot read its own files.
 from tf_keras.src.applications import convnext
 custom = {"LayerScale": convnext.LayerScale, "StochasticDepth": convnext.StochasticDepth}
-model = tf_keras.models.load_model(sys.argv[1], compile=False, custom_objects=custom)
+if len(sys.argv) > 4:  # an architecture JSON and its weights file
+    with open(sys.argv[1]) as handle:
+        model = tf_keras.models.model_from_json(handle.read(), custom_objects=custom)
+    model.load_weights(sys.argv[4])
+else:  # .h5, .keras, SavedModel directory
+    model = tf_keras.models.load_model(sys.argv[1], compile=False, custom_objects=custom)
 data = np.load(sys.argv[2])
 inputs = [data[f"x{i}"] for i in range(len(data.files))]
 outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
@@ -54,7 +60,9 @@ def tf_keras_available() -> bool:
 
 
 def check_against_keras2(original: str, candidate: str, *, samples: int, atol: float | None, rtol: float,
-                         allow_code: bool = False) -> OriginalRuntimeCheck:
+                         allow_code: bool = False, weights: str | None = None) -> OriginalRuntimeCheck:
+    """Run ``original`` (with its separate ``weights`` file when it is an architecture JSON) in
+    tf_keras and compare with ``candidate`` loaded by plain Keras 3."""
     if not tf_keras_available():
         return OriginalRuntimeCheck(True, "tf_keras is not installed (pip install 'surgeon[keras2]'); "
                                           "checked only that the converted file reloads and matches surgeon's reading", None)
@@ -63,7 +71,7 @@ def check_against_keras2(original: str, candidate: str, *, samples: int, atol: f
     with tempfile.TemporaryDirectory() as scratch:
         given, produced = os.path.join(scratch, "x.npz"), os.path.join(scratch, "y.npz")
         np.savez(given, **{f"x{i}": x for i, x in enumerate(inputs)})
-        done = run_python(["-c", _KERAS2_RUNNER, original, given, produced], {"TF_USE_LEGACY_KERAS": "1"})
+        done = run_python(["-c", _KERAS2_RUNNER, original, given, produced] + ([weights] if weights else []), {"TF_USE_LEGACY_KERAS": "1"})
         if done.returncode != 0:
             problem = f"tf_keras could not run the original: {last_error_line(done.stderr, done.returncode)}"
             return OriginalRuntimeCheck(False, None, VerifyReport(False, [], samples, atol, rtol, problem=problem))
@@ -84,7 +92,8 @@ def convert_file(
     verify: VerifyOptions | None = None,
     allow_code: bool = False,
 ) -> RewriteResult:
-    """Write the Keras 3 equivalent of ``input_path`` (Keras 2 or 3, .h5 or .keras) to ``output_path``.
+    """Write the Keras 3 equivalent of ``input_path`` (Keras 2 or 3: .h5, .keras, a SavedModel
+    directory, an architecture .json with its weights) to ``output_path``.
 
     Example:
         >>> result = convert_file("old_keras2_model.h5", "model.keras")
@@ -96,9 +105,12 @@ def convert_file(
         if spec.source.dialect != "keras2" or not options.enabled:
             return None
         return check_against_keras2(input_path, temporary, samples=options.samples, atol=options.atol, rtol=options.rtol,
-                                    allow_code=allow_code)
+                                    allow_code=allow_code, weights=spec.source.weights_path)
 
-    return rewrite_file(input_path, output_path, [], force=force, verify=verify, allow_code=allow_code, after_write=against_original)
+    # recompile with no options keeps the compile config and drops stored optimizer state (Keras 2
+    # slots cannot go into a Keras 3 optimizer), saying so in its notes.
+    return rewrite_file(input_path, output_path, [recompile], force=force, verify=verify, allow_code=allow_code,
+                        after_write=against_original)
 
 
 __all__ = ["convert_file", "check_against_keras2", "tf_keras_available", "DEFAULT_ATOL", "DEFAULT_RTOL"]

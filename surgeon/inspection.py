@@ -234,7 +234,7 @@ def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool], rewrite: str) -
             "so the training run that saved this file kept updating them",
             slotted, rewrite,
         ))
-    elif spec.source.format == "keras" and optimizer_name in OPTIMIZER_SLOTS:
+    elif spec.source.format == "keras" and spec.source.dialect == "keras3" and optimizer_name in OPTIMIZER_SLOTS:
         trained = sum(1 for p, ws in spec.weights.items() if not frozen.get(p) for w in ws if w not in ("moving_mean", "moving_variance"))
         expected = 2 + OPTIMIZER_SLOTS[optimizer_name] * trained
         # Only "iterations" and "learning_rate": compiled but never trained, the optimizer was
@@ -246,7 +246,14 @@ def _optimizer_hazards(spec: ModelSpec, frozen: dict[str, bool], rewrite: str) -
                 "flags were changed after compile()/fit(); Keras will drop the optimizer state on load",
                 [], rewrite,
             ))
-    if spec.source.format == "h5":
+    if spec.source.dialect == "keras2" and spec.source.format != "h5":
+        hazards.append(Hazard(
+            "optimizer-state",
+            "the file stores Keras 2 optimizer state, which no Keras 3 optimizer can take: rewriting drops it "
+            "and compiles a fresh optimizer of the same configuration",
+            [], f"surgeon freeze {_name(spec)} -o {_output(spec, 'ready')}",
+        ))
+    elif spec.source.format == "h5":
         hazards.append(Hazard(
             "optimizer-state",
             "the .h5 file stores optimizer state; Keras 3 restores it into an optimizer built for another variable set, "
@@ -265,7 +272,7 @@ def _has_slot(path: str, weight: str, stored: list[str]) -> bool:
 def _name(spec: ModelSpec) -> str:
     import os
 
-    return os.path.basename(spec.source.path) if spec.source.path else "MODEL"
+    return os.path.basename(os.path.normpath(spec.source.path)) if spec.source.path else "MODEL"
 
 
 def _output(spec: ModelSpec, stem: str) -> str:

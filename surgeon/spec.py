@@ -36,9 +36,10 @@ class WeightShape:
 @dataclasses.dataclass
 class Source:
     path: str | None = None
-    format: str | None = None  # "keras" | "h5" | "memory"
+    format: str | None = None  # "keras" | "h5" | "saved_model" | "json" | "memory"
     keras_version: str | None = None
     dialect: str = "keras3"  # "keras3" | "keras2"
+    weights_path: str | None = None  # where the weights are, when not in ``path`` (JSON + weights)
 
 
 @dataclasses.dataclass

@@ -23,9 +23,13 @@ import typer
 from typer.testing import CliRunner
 
 from conftest import fixture_path
+from saved_model_edits import copy_saved_model, edit_index, edit_metadata
 
 GOOD_H5 = "convbn.h5"
 GOOD_KERAS = "convbn.keras"
+SAVED_MODEL = "keras2/tfk_nested_savedmodel"  # a tf.keras 2 SavedModel directory
+TF_KERAS = "keras2/tfk_flat.keras"  # a .keras archive written by tf.keras 2
+JSON_MODEL = "keras2/tfk_flat"  # .json architecture + .h5 weights (save_weights)
 
 
 # --- editing helpers: a fixture copied and changed in one place -----------------------------------
@@ -169,6 +173,52 @@ CASES: dict[str, Callable[[Path], Path]] = {
     "h5 config declaring 10^12 units": lambda d: edit_h5_config(GOOD_H5, d / "units.h5", lambda c: layer_of(c, "logits")["config"].__setitem__("units", 10**12)),
     "keras config declaring a 10^12-element input": lambda d: edit_keras_config(GOOD_KERAS, d / "bigin.keras", lambda c: layer_of(c, "input")["config"].__setitem__("batch_shape", [None, 10**6, 10**6, 3])),
 }
+
+
+def saved_model(target: Path, edit: Callable[[Path], object] = lambda d: None) -> Path:
+    edit(copy_saved_model(fixture_path(SAVED_MODEL), target))
+    return target
+
+
+def truncate_file(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def without_first_layer_variable(entries: dict) -> None:
+    del entries[next(key for key in sorted(entries) if key.startswith("variables/"))]
+
+
+def json_pair(directory: Path, stem: str, weights_from: str = JSON_MODEL, edit: Callable[[h5py.File], None] | None = None,
+              architecture: bytes | None = None) -> Path:
+    """``stem.json`` + ``stem.h5`` (weights found by stem)."""
+    target = directory / f"{stem}.json"
+    target.write_bytes(architecture if architecture is not None else Path(fixture_path(JSON_MODEL + ".json")).read_bytes())
+    shutil.copy(fixture_path(weights_from + ".h5"), directory / f"{stem}.h5")
+    if edit is not None:
+        with h5py.File(directory / f"{stem}.h5", "r+") as handle:
+            edit(handle)
+    return target
+
+
+CASES.update({
+    "savedmodel without variables/": lambda d: saved_model(d / "novars", lambda t: shutil.rmtree(t / "variables")),
+    "savedmodel with its checkpoint data truncated": lambda d: saved_model(d / "tdata", lambda t: truncate_file(t / "variables" / "variables.data-00000-of-00001", 0.5)),
+    "savedmodel with its checkpoint index truncated": lambda d: saved_model(d / "tindex", lambda t: truncate_file(t / "variables" / "variables.index", 0.5)),
+    "savedmodel keras_metadata.pb not protobuf": lambda d: saved_model(d / "badmeta", lambda t: (t / "keras_metadata.pb").write_bytes(b"\xff\xff\xff hello")),
+    "savedmodel keras_metadata.pb holding no model": lambda d: saved_model(d / "nomodel", lambda t: edit_metadata(t, lambda nodes: nodes.clear())),
+    "savedmodel keras_metadata.pb metadata not JSON": lambda d: saved_model(d / "metajson", lambda t: edit_metadata(t, lambda nodes: nodes[0].__setitem__("metadata", "x"))),
+    "savedmodel checkpoint missing a layer's variable": lambda d: saved_model(d / "novar", lambda t: edit_index(t, without_first_layer_variable)),
+    "savedmodel without keras_metadata.pb (tf.saved_model.save, model.export)": lambda d: saved_model(d / "export", lambda t: (t / "keras_metadata.pb").unlink()),
+    "directory that is not a SavedModel": lambda d: (d / "plain_dir").mkdir() or d / "plain_dir",
+    "tf.keras .keras missing a layer's weights": lambda d: edit_keras_weights(TF_KERAS, d / "tfk_noweights.keras", lambda h: h.__delitem__("layers/dense")),
+    "tf.keras .keras truncated at half": lambda d: truncated(TF_KERAS, d / "tfk_half.keras", 0.5),
+    "json that is not a model": lambda d: json_pair(d, "notmodel", architecture=b'{"name": "x", "layers": []}'),
+    "json not JSON": lambda d: json_pair(d, "notjson", architecture=b"model: resnet\n"),
+    "json without weights beside it": lambda d: written(d / "alone.json", Path(fixture_path(JSON_MODEL + ".json")).read_bytes()),
+    "json with the weights of another model": lambda d: json_pair(d, "foreign", weights_from="keras2/tfk_nested"),
+    "json with a weight shape that does not match": lambda d: json_pair(d, "shape", edit=lambda h: replace_dataset(h["head"], "head/kernel:0", np.ones((3, 3), "float32"))),
+})
 
 
 def _plain_zip(path: Path) -> Path:

@@ -27,7 +27,9 @@ import pytest
 
 from conftest import fixture_path
 
-BASES = ["convbn.h5", "convbn.keras", "nested.h5", "nested.keras", "multi_io.keras", "shared_layer.h5", "dense_bn.keras"]
+BASES = ["convbn.h5", "convbn.keras", "nested.h5", "nested.keras", "multi_io.keras", "shared_layer.h5", "dense_bn.keras",
+         # tf.keras 2: a SavedModel directory, a .keras archive, an architecture JSON (+ NAME.h5 weights)
+         "keras2/tfk_nested_savedmodel", "keras2/tfk_flat.keras", "keras2/tfk_sequential.json"]
 ODD_VALUES: list[Any] = [None, True, 0, -1, 1.5, 10**12, "", "x", [], {}, [None], {"class_name": "x"}, [10**6, 10**6], "relu"]
 ODD_DIMS: list[Any] = [0, -1, 10**12, None, "a", 1.5, [2]]
 ODD_DTYPES = ["int8", "float16", "float64", "bool", "S3", "complex64", "uint32"]
@@ -154,6 +156,78 @@ def mutate_weights(handle: h5py.File, draw: Draw) -> str:
     return f"delete {dataset.name}"
 
 
+def mutate_index(entries: dict[str, bytes], draw: Draw) -> str:
+    """One change to a checkpoint index's entries (key -> serialized BundleEntryProto)."""
+    from saved_model_edits import field
+
+    keys = sorted(key for key in entries if key)
+    if not keys:
+        return "nothing"
+    key, kind = draw.choice(keys), draw.choice(["delete", "swap", "truncate", "huge"])
+    if kind == "delete":
+        del entries[key]
+    elif kind == "swap":
+        other = draw.choice(keys)
+        entries[key], entries[other] = entries[other], entries[key]
+    elif kind == "truncate":
+        entries[key] = entries[key][: draw.integer(0, len(entries[key]))]
+    else:  # one more dimension of 10^12: the declared size no longer matches the stored bytes
+        entries[key] += field(2, field(2, field(1, 10**12)))
+    return f"{kind} {key}"
+
+
+def _mutated_saved_model(source: str, draw: Draw, directory: str, family: str, count: int) -> tuple[str, list[str]]:
+    from pathlib import Path
+
+    from saved_model_edits import copy_saved_model, edit_index, edit_metadata
+
+    target = copy_saved_model(source, Path(directory) / "fuzz_savedmodel")
+    steps: list[str] = []
+    if family == "config":
+        def edit(nodes):
+            root = next((n for n in nodes if n["node_path"] == "root"), nodes[0])["metadata"]
+            steps.extend(mutate_config(root.get("model_config") or root, draw) for _ in range(count))
+        edit_metadata(target, edit)
+    elif family == "weights":
+        edit_index(target, lambda entries: steps.extend(mutate_index(entries, draw) for _ in range(count)))
+    else:
+        files = [target / "keras_metadata.pb", target / "variables" / "variables.index", target / "variables" / "variables.data-00000-of-00001"]
+        steps = _overwrite_bytes(draw.choice(files), draw, count * 3)
+    return str(target), steps
+
+
+def _overwrite_bytes(path, draw: Draw, count: int) -> list[str]:
+    with open(path, "rb") as handle:
+        data = bytearray(handle.read())
+    steps = []
+    for _ in range(count if data else 0):
+        offset = draw.integer(0, len(data) - 1)
+        data[offset] = draw.integer(0, 255)
+        steps.append(f"byte {offset} of {os.path.basename(path)}")
+    with open(path, "wb") as handle:
+        handle.write(bytes(data))
+    return steps
+
+
+def _mutated_json(source: str, draw: Draw, directory: str, family: str, count: int) -> tuple[str, list[str]]:
+    import shutil
+
+    target, weights = os.path.join(directory, "fuzz.json"), os.path.join(directory, "fuzz.h5")
+    shutil.copy(source, target)
+    shutil.copy(os.path.splitext(source)[0] + ".h5", weights)
+    if family == "config":
+        with open(target) as handle:
+            config = json.load(handle)
+        steps = [mutate_config(config, draw) for _ in range(count)]
+        with open(target, "w") as handle:
+            json.dump(config, handle)
+        return target, steps
+    if family == "weights":
+        with h5py.File(weights, "r+") as handle:
+            return target, [mutate_weights(handle, draw) for _ in range(count)]
+    return target, _overwrite_bytes(draw.choice([target, weights]), draw, count * 3)
+
+
 # --- files ------------------------------------------------------------------------------------------
 
 
@@ -165,6 +239,10 @@ def mutated_file(base: str, draw: Draw, directory: str) -> tuple[str, list[str]]
     family = draw.choice(["config", "weights", "bytes"])
     on_config = family == "config"
     count = draw.integer(1, 3)
+    if base.endswith("_savedmodel"):
+        return _mutated_saved_model(source, draw, directory, family, count)
+    if base.endswith(".json"):
+        return _mutated_json(source, draw, directory, family, count)
     if family == "bytes":
         with open(source, "rb") as src:
             data = bytearray(src.read())

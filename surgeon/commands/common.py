@@ -18,7 +18,12 @@ from surgeon.user_modules import import_user_modules
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-ModelPath = Annotated[Path, typer.Argument(metavar="MODEL", help="A Keras model file: .keras, or .h5 (Keras 3 or Keras 2), or a keras-hub preset directory.", show_default=False)]
+ModelPath = Annotated[Path, typer.Argument(metavar="MODEL", help=(
+    "A Keras model: a .keras or .h5 file (Keras 3 or Keras 2), a tf.keras SavedModel directory, a keras-hub "
+    "preset directory, or an architecture MODEL.json (model.to_json()) whose weights are given with --weights."), show_default=False)]
+ModelWeights = Annotated[Path | None, typer.Option("--weights", help=(
+    "Weights of a MODEL.json architecture (model.save_weights output). Default: the file beside it with "
+    "the same stem: MODEL.h5, MODEL.weights.h5, MODEL_weights.h5 or MODEL.hdf5."), show_default=False)]
 OutputPath = Annotated[Path, typer.Option("--output", "-o", help="Output file; .keras or .h5 picks the format.", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout instead of tables.")]
@@ -49,6 +54,10 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
         try:
             # Before anything is loaded: the modules register the user's Keras classes.
             import_user_modules(kwargs.get("imports"))
+            if kwargs.get("weights") is not None:  # --weights of a MODEL.json (ModelWeights)
+                from surgeon.io.json_reader import pair_weights
+
+                pair_weights(str(kwargs.get("model") or kwargs.get("base")), str(kwargs["weights"]))
             with _reading_options(kwargs):
                 code = function(*args, **kwargs)
         except SurgeonError as error:

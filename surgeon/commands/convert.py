@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from surgeon.commands.common import (
-    Imports, AllowCode, Atol, EXIT_FAILED, Force, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console, print_json,
+    Imports, AllowCode, Atol, EXIT_FAILED, Force, Json, ModelPath, ModelWeights, NoVerify, OutputPath, Rtol, Samples, command, console, print_json,
     verify_options,
 )
 from surgeon.verify import DEFAULT_ATOL
@@ -21,14 +21,18 @@ def convert(
     as_json: Json = False,
     allow_code: AllowCode = False,
     imports: Imports = None,
+    weights: ModelWeights = None,
 ) -> int:
-    """Write the Keras 3 equivalent of a model file (Keras 2 .h5 files included) and verify it.
+    """Write the Keras 3 equivalent of a model and verify it: Keras 2 files included (.h5, tf.keras
+    .keras, SavedModel directories, architecture JSON + weights).
 
-    Renamed layers, translated TF-op layers and optimizer settings are listed. With tf_keras
-    installed (pip install 'surgeon[keras2]') the result is also compared with the original run
-    by Keras 2 itself.
+    Renamed layers, translated TF-op layers and optimizer settings are listed; stored optimizer
+    state is dropped (the compile config is kept). With tf_keras installed (pip install
+    'surgeon[keras2]') the result is also compared with the original run by Keras 2 itself.
 
-    Example: surgeon convert old_model.h5 -o model.keras
+    Example: surgeon convert my_model/ -o my_model.keras
+
+    Example: surgeon convert model.json --weights weights.h5 -o model.keras
     """
     from surgeon.convert import convert_file
     from surgeon.report import print_notes, print_verification, status
@@ -42,7 +46,7 @@ def convert(
     from rich.markup import escape
 
     out = console()
-    print_notes(out, result.notes)
+    print_notes(out, [note for report in result.passes for note in report.notes] + result.notes)
     print_verification(out, result.verification, "Against surgeon's reading of the original")
     if result.checked is not None:
         if result.checked.skipped:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    BakePreprocessing, Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, OutputPath, Rtol, Samples, command, console,
+    BakePreprocessing, Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, OutputPath, Rtol, Samples, command, console,
     print_json, verify_options,
 )
 from surgeon.verify import DEFAULT_ATOL
@@ -28,6 +28,7 @@ def fold_bn(
     allow_code: AllowCode = False,
     imports: Imports = None,
     bake_preprocessing: BakePreprocessing = False,
+    weights: ModelWeights = None,
 ) -> int:
     """Fold frozen BatchNormalization layers into their neighbours' weights, write and verify.
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from surgeon.commands.common import BakePreprocessing, Imports, Json, ModelPath, command, console, print_json
+from surgeon.commands.common import BakePreprocessing, Imports, Json, ModelPath, ModelWeights, command, console, print_json
 
 
 @command
@@ -19,6 +19,7 @@ def inspect(
     all_layers: Annotated[bool, typer.Option("--layers/--no-layers", help="Show the table of layers.")] = True,
     imports: Imports = None,
     bake_preprocessing: BakePreprocessing = False,
+    weights: ModelWeights = None,
 ) -> int:
     """Show a model file's layers, parameter counts and fine-tuning hazards.
 

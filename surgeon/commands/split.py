@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from surgeon.commands.common import (
-    BakePreprocessing, Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, NoVerify, Rtol, Samples, command, console, print_json,
+    BakePreprocessing, Imports, EXIT_FAILED, AllowCode, Atol, Force, Inputs, Json, ModelPath, ModelWeights, NoVerify, Rtol, Samples, command, console, print_json,
     verify_options,
 )
 from surgeon.verify import DEFAULT_ATOL
@@ -32,6 +32,7 @@ def split(
     allow_code: AllowCode = False,
     imports: Imports = None,
     bake_preprocessing: BakePreprocessing = False,
+    weights: ModelWeights = None,
 ) -> int:
     """Cut a model into a frozen base (feature extractor) and a trainable top (head).
 

@@ -51,11 +51,11 @@ def unrecognised_input(path: str) -> SurgeonError:
     """The error for a path no reader claims, as specific as its name and kind allow."""
     if os.path.isdir(path):
         return SurgeonError(
-            f"'{path}' is a directory; surgeon reads .keras and .h5 model files "
-            "(a TensorFlow SavedModel directory must be re-saved with model.save('model.keras'))"
+            f"'{path}' is a directory but not a SavedModel (no keras_metadata.pb or saved_model.pb); "
+            "surgeon reads .keras, .h5 and model.json files and SavedModel directories"
         )
     extension = os.path.splitext(path)[1].lower()
     kind = {"h5": "HDF5", "keras": ".keras (zip)"}.get(MODEL_EXTENSIONS.get(extension, ""), "")
     if kind:
         return SurgeonError(f"'{path}' is not a valid {kind} file (wrong signature); the file is damaged or not a model")
-    return SurgeonError(f"'{path}' is not a Keras model file; surgeon reads .keras and .h5 files saved by Keras")
+    return SurgeonError(f"'{path}' is not a Keras model file; surgeon reads .keras, .h5 and model.json files and SavedModel directories saved by Keras")

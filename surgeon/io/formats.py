@@ -39,8 +39,11 @@ from surgeon.io.files import check_input_exists, format_for_output, unrecognised
 from surgeon.io.h5_reader import claims_h5, read_h5
 from surgeon.io.h5_writer import write_h5
 from surgeon.io.keras_hub_reader import claims_keras_hub, read_keras_hub
+from surgeon.io.json_reader import claims_json, pair_weights, read_json_model
 from surgeon.io.keras_reader import claims_keras, read_keras
 from surgeon.io.keras_writer import write_keras
+from surgeon.io.saved_model_reader import claims_saved_model, read_saved_model
+from surgeon.io.tf_keras_archive import claims_tf_keras, read_tf_keras_file
 from surgeon.spec import ModelSpec
 
 
@@ -67,7 +70,10 @@ READERS = unique_readers(
     Reader("keras-hub", "keras-hub preset directory, or .keras file holding a keras-hub backbone or task",
            claims_keras_hub, read_keras_hub),
     Reader("h5", "whole-model HDF5 file (.h5) from Keras 3 or Keras 2", claims_h5, read_h5),
+    Reader("tf_keras", ".keras archive written by tf.keras 2.13+ / tf_keras", claims_tf_keras, read_tf_keras_file),
     Reader("keras", "Keras 3 .keras archive", claims_keras, read_keras),
+    Reader("saved_model", "tf.keras 2 SavedModel directory (model.save without extension)", claims_saved_model, read_saved_model),
+    Reader("json", "architecture JSON (model.to_json()) + weights file (save_weights)", claims_json, read_json_model),
 )
 
 # Output format (by extension, files.MODEL_EXTENSIONS) -> writer(spec, path, *, allow_code),
@@ -92,10 +98,12 @@ def detect_input(path: str) -> str:
     return reader_for(path).name
 
 
-def read_model(path: str, *, values: bool = True) -> ModelSpec:
-    """Read a model file into a ModelSpec without importing TensorFlow.
+def read_model(path: str, *, values: bool = True, weights: str | None = None) -> ModelSpec:
+    """Read a model into a ModelSpec without importing TensorFlow.
 
-    ``values=False`` reads weight shapes only (what ``inspect`` needs).
+    ``values=False`` reads weight shapes only (what ``inspect`` needs). ``weights`` is the weights
+    file of an architecture ``.json`` (``json_reader.pair_weights``; by default the file beside it
+    with the same stem).
 
     Example:
         >>> spec = read_model("fixtures/convbn.h5")
@@ -104,6 +112,7 @@ def read_model(path: str, *, values: bool = True) -> ModelSpec:
     """
     from surgeon.watchdog import guarded
 
+    pair_weights(path, weights)
     reader = reader_for(path)
     # A damaged HDF5 file can make libhdf5 loop forever; under the CLI a watchdog ends that.
     with guarded(path):

@@ -19,7 +19,7 @@ from surgeon.io.dialects import translate
 from surgeon.io.files import HDF5_SIGNATURE, read_head
 from surgeon.io.hdf5 import decode, read_dataset, read_json_attr, read_name_list
 from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers, layer_name
-from surgeon.weight_names import weight_names
+from surgeon.io.legacy_door import keras3_order
 
 
 def claims_h5(path: str) -> bool:
@@ -67,7 +67,7 @@ def _read_open_file(handle: h5py.File, path: str, values: bool) -> ModelSpec:
     )
     if "model_weights" not in handle:
         raise SurgeonError(f"'{path}' has a model config but no weights; save the model again with model.save")
-    spec.weights = _read_weights(handle["model_weights"], spec.config, door.original_name, values)
+    spec.weights = read_layer_weights(handle["model_weights"], spec.config, door.original_name, values)
     spec.weights = door.map_weights(spec.weights)
     check_spec(spec)
     return spec
@@ -79,7 +79,8 @@ def _optimizer_variable_names(handle: h5py.File) -> list[str] | None:
     return read_name_list(handle["optimizer_weights"], "weight_names")
 
 
-def _read_weights(group: h5py.Group, model_config: dict, original_name, values: bool) -> dict[str, dict]:
+def read_layer_weights(group: h5py.Group, model_config: dict, original_name, values: bool) -> dict[str, dict]:
+    """The weights of a ``model_weights`` group (or a ``save_weights`` file), one group per top-level layer."""
     weights: dict[str, dict] = {}
     for layer in model_config["config"]["layers"]:
         name = layer_name(layer)
@@ -132,21 +133,5 @@ def _split_weight_name(weight_name: str, owners: dict[str, str], top: str) -> tu
 
 
 def _keras3_order(weights: dict[str, dict], model_config: dict) -> dict[str, dict]:
-    """Name and order each layer's weights as Keras 3 does, where the class is known.
-
-    Keras 2 stored some weights under other names (DepthwiseConv2D's ``depthwise_kernel`` is
-    Keras 3's ``kernel``) in the same order, so a known class with the right count is renamed by
-    position; passes then see one naming.
-    """
     classes = {path: layer for path, layer in iter_layers(model_config)}
-    ordered: dict[str, dict] = {}
-    for path, stored in weights.items():
-        layer = classes.get(path, {})
-        names = weight_names(layer.get("class_name", ""), layer.get("config", {}), len(stored))
-        if set(names) == set(stored):
-            ordered[path] = {name: stored[name] for name in names}
-        elif not names[0].isdigit():
-            ordered[path] = dict(zip(names, stored.values()))
-        else:
-            ordered[path] = stored
-    return ordered
+    return {path: keras3_order(classes.get(path, {}), stored) for path, stored in weights.items()}

@@ -40,25 +40,34 @@ def claims_keras(path: str) -> bool:
     return True
 
 
-def read_keras(path: str, *, values: bool = True) -> ModelSpec:
+def open_archive(path: str) -> zipfile.ZipFile:
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
         raise SurgeonError(f"'{path}' is a truncated or corrupt .keras file; save or download it again") from None
-    with archive:
+
+
+def read_archive_config(archive: zipfile.ZipFile, path: str) -> tuple[dict, str | None]:
+    """The archive's ``config.json`` and the ``keras_version`` of its ``metadata.json`` (None if absent)."""
+    names = set(archive.namelist())
+    if CONFIG not in names:
+        raise SurgeonError(f"'{path}' is a zip file without {CONFIG}; it is not a Keras 3 .keras model")
+    try:
+        config = json.loads(archive.read(CONFIG))
+        metadata = json.loads(archive.read(METADATA)) if METADATA in names else {}
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:  # zlib: a damaged deflated member
+        raise SurgeonError(f"cannot read the config inside '{path}' ({error}); the file is corrupt") from None
+    if not isinstance(config, dict):
+        raise SurgeonError(f"the config inside '{path}' is not a JSON object; the file is corrupt")
+    version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    return config, version if isinstance(version, str) else None
+
+
+def read_keras(path: str, *, values: bool = True) -> ModelSpec:
+    with open_archive(path) as archive:
         names = set(archive.namelist())
-        if CONFIG not in names:
-            raise SurgeonError(f"'{path}' is a zip file without {CONFIG}; it is not a Keras 3 .keras model")
-        try:
-            config = json.loads(archive.read(CONFIG))
-            metadata = json.loads(archive.read(METADATA)) if METADATA in names else {}
-        except (ValueError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:  # zlib: a damaged deflated member
-            raise SurgeonError(f"cannot read the config inside '{path}' ({error}); the file is corrupt") from None
-        if not isinstance(config, dict):
-            raise SurgeonError(f"the config inside '{path}' is not a JSON object; the file is corrupt")
+        config, version = read_archive_config(archive, path)
         compile_config = config.pop("compile_config", None)
-        version = metadata.get("keras_version") if isinstance(metadata, dict) else None
-        version = version if isinstance(version, str) else None
         door = _translate(config, version, path)
         spec = ModelSpec(
             config=door.config,
@@ -70,7 +79,7 @@ def read_keras(path: str, *, values: bool = True) -> ModelSpec:
         if WEIGHTS not in names:
             raise SurgeonError(f"'{path}' has no {WEIGHTS}; the .keras file is incomplete, save it again")
         try:
-            weights_file = _open_member(archive, path)
+            weights_file = open_member(archive, path)
             assets = {name: archive.read(name) for name in names if name.startswith(ASSETS) and not name.endswith("/")}
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
             raise SurgeonError(f"cannot read the weights inside '{path}' ({error}); the file is corrupt") from None
@@ -148,7 +157,7 @@ class _MemberFile(io.RawIOBase):
         super().close()
 
 
-def _open_member(archive: zipfile.ZipFile, path: str):
+def open_member(archive: zipfile.ZipFile, path: str):
     info = archive.getinfo(WEIGHTS)
     if info.compress_type != zipfile.ZIP_STORED:
         return io.BytesIO(archive.read(WEIGHTS))

@@ -19,11 +19,14 @@ def refuse_code_in_file(path: str, allow_code: bool) -> None:
 def load_checked(path: str, *, allow_code: bool = False):
     """``load_plain`` for a file a user gave us: damaged files, code and classes not registered
     (``--import``) are refused with one line first. A keras-hub model, which Keras alone cannot
-    rebuild, is built from its graph as surgeon read it."""
+    rebuild, is built from its graph as surgeon read it; so are Keras 2 files (SavedModel
+    directories, architecture JSON, tf.keras .keras, .h5), which Keras 3 cannot load."""
     spec = read_model(path, values=False)
     check_code_layers(spec, allow_code)
     if (spec.source.format or "").startswith("keras-hub"):  # that reader always holds the values
         return build_keras_model(spec, allow_code=allow_code)
+    if spec.source.dialect == "keras2":
+        return build_keras_model(read_model(path), allow_code=allow_code)
     quiet_tensorflow()
     check_classes_known(spec.config)
     return load_plain(path, allow_code=allow_code)
