@@ -69,10 +69,11 @@ def _window(size, kernel: int, stride: int, dilation: int, padding: str):
     return (size - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _sliding(config: dict, shape: Shape, kernel_key: str, stride_key: str, channels) -> Shape:
+def _sliding(config: dict, shape: Shape, kernel_key: str, channels, default_strides=1) -> Shape:
     rank = len(shape) - 2
     kernel = _tuple(config[kernel_key], rank)
-    strides = _tuple(config.get(stride_key) or kernel, rank)
+    # Convolutions stride 1 by default; pooling layers stride by their window (strides=None).
+    strides = _tuple(config.get("strides") or (kernel if default_strides is None else default_strides), rank)
     dilation = _tuple(config.get("dilation_rate", 1), rank)
     padding = config.get("padding", "valid")
     result = list(shape)
@@ -84,17 +85,17 @@ def _sliding(config: dict, shape: Shape, kernel_key: str, stride_key: str, chann
 
 
 def _conv(config: dict, shape: Shape) -> Shape:
-    return _sliding(config, shape, "kernel_size", "strides", config["filters"])
+    return _sliding(config, shape, "kernel_size", config["filters"])
 
 
 def _depthwise(config: dict, shape: Shape) -> Shape:
     channels = shape[_channel_axis(config)]
     multiplier = config.get("depth_multiplier", 1)
-    return _sliding(config, shape, "kernel_size", "strides", None if channels is None else channels * multiplier)
+    return _sliding(config, shape, "kernel_size", None if channels is None else channels * multiplier)
 
 
 def _pool(config: dict, shape: Shape) -> Shape:
-    return _sliding(config, shape, "pool_size", "strides", None)
+    return _sliding(config, shape, "pool_size", None, default_strides=None)
 
 
 def _transpose(config: dict, shape: Shape) -> Shape | None:

@@ -84,13 +84,29 @@ def install() -> None:
     gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     child = os.fork()
     if child == 0:
         os.close(read_end)
         _pipe = write_end
+        _end_with(parent)
         return
     os.close(write_end)
     os._exit(_watch(child, read_end))
+
+
+def _end_with(parent: int) -> None:
+    """In the child: get SIGTERM when the watchdog dies. A SIGKILL of the ``surgeon`` process a
+    user or scheduler sees (the watchdog) gives it no chance to pass anything on, and the command
+    must not go on writing unseen; SIGTERM lets it remove its temporary outputs (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child outlives a killed watchdog
+        return
+    if os.getppid() != parent:  # the watchdog died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _watch(child: int, pipe: int) -> int:

@@ -28,7 +28,7 @@ def test_convert_cross_check_against_keras2_uses_the_resolved_samples_and_rtol(t
     monkeypatch.setattr(surgeon.rewrite, "low_precision_layers", lambda spec: ["dense"])
     seen = {}
 
-    def fake_cross_check(original, candidate, *, samples, atol, rtol, allow_code=False):
+    def fake_cross_check(original, candidate, *, samples, atol, rtol, allow_code=False, weights=None):
         seen.update(samples=samples, atol=atol, rtol=rtol)
         return OriginalRuntimeCheck(True, "not run in this test", None)
 

@@ -203,8 +203,11 @@ def name_owned_layer_weights(spec: ModelSpec, *, allow_code: bool = False) -> Mo
 def _relative_name(layer, variable) -> str:
     # A variable an owned layer created outside its owner's name scope keeps its own path
     # (SpectralNormalization's "dense_4/kernel" beside its "spectral_normalization/vector_u").
-    prefix = layer.name + "/"
-    return variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
+    # A Sequential built with an Input scopes its layers' variables under its own name
+    # ("seq/bn1/gamma"), so the layer's name is looked for as a path segment, not only a prefix.
+    path = "/" + variable.path
+    start = path.find("/" + layer.name + "/")
+    return path[start + len(layer.name) + 2:] if start >= 0 else variable.path
 
 
 def _named_values(layer) -> dict[str, np.ndarray]:

@@ -49,9 +49,9 @@ class Checkpoint:
     """The entries of a checkpoint and its object graph; values read on demand.
 
     Example:
-        >>> checkpoint = Checkpoint("my_model/variables/variables", "my_model/variables")
+        >>> checkpoint = Checkpoint("fixtures/keras2/tfk_flat_savedmodel/variables/variables", "tfk_flat_savedmodel/variables")
         >>> checkpoint.shape("layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE")
-        WeightShape(shape=(3, 3, 3, 8), dtype=dtype('float32'))
+        WeightShape(shape=(3, 3, 3, 4), dtype=dtype('float32'))
     """
 
     def __init__(self, prefix: str, shown: str):
