@@ -138,7 +138,7 @@ def print_result(result) -> None:
         if report.name == "recompile":
             for row in report.changes:
                 details = ", ".join(f"{k} {row[k]}" for k in ("optimizer", "learning_rate", "loss", "metrics") if row.get(k) is not None)
-                out.print(f"compile: {row['action']} ({details})")
+                out.print(f"compile: {row['action']}" + (f" ({details})" if details else ""))
         print_notes(out, report.notes)
     print_notes(out, result.notes)
     print_verification(out, result.verification)
