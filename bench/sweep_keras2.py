@@ -23,7 +23,9 @@ Step B (Keras 3, one child process per architecture, see ``applications.collect_
 1. ``surgeon.convert.convert_file(src, out.keras)``: passes when the result passed and its
    tf_keras cross-check (the original run by tf_keras 2 against the converted file, same inputs)
    has a max relative error under 1e-5;
-2. ``surgeon.fold.fold_bn_file(src, folded.h5)`` on the ORIGINAL Keras 2 file;
+2. ``surgeon.fold.fold_bn_file(src, folded.h5)`` on the ORIGINAL Keras 2 file (flat: with
+   ``fold_all=True``, ``fold-bn --all``, since nothing in it is frozen and fold-bn refuses to fold
+   only trainable BNs; nested: default options, folding the frozen base);
 3. ``surgeon.prepare.prepare_file(src, prepared.h5)`` on the ORIGINAL Keras 2 file.
 
 Prints one row per file and the pass counts. Usage:
@@ -133,7 +135,7 @@ def _rel(result) -> float | None:
     return None if verification is None else verification.max_rel
 
 
-def run_convert(src: str, out: str) -> dict:
+def run_convert(src: str, out: str, variant: str) -> dict:
     from surgeon.convert import convert_file
 
     result = convert_file(src, out, force=True)
@@ -152,16 +154,17 @@ def run_convert(src: str, out: str) -> dict:
     return {"ok": not problem, "rel": k2_rel, "reason": problem}
 
 
-def run_fold(src: str, out: str) -> dict:
+def run_fold(src: str, out: str, variant: str) -> dict:
     from surgeon.fold import fold_bn_file
 
-    result = fold_bn_file(src, out, force=True)
+    # The flat model is saved trainable: default fold-bn folds only frozen BNs and refuses it.
+    result = fold_bn_file(src, out, fold_all=variant == "flat", force=True)
     folded = sum(1 for change in result.passes[0].changes if str(change.get("action", "")).startswith("folded"))
     problem = "" if result.passed else (result.verification.problem or f"verification rel {_rel(result)}")
     return {"ok": result.passed, "rel": _rel(result), "reason": problem, "folded": folded}
 
 
-def run_prepare(src: str, out: str) -> dict:
+def run_prepare(src: str, out: str, variant: str) -> dict:
     from surgeon.prepare import prepare_file
 
     result = prepare_file(src, out, force=True)
@@ -196,7 +199,7 @@ def run_case(arch: str, variant: str, fmt: str, args: argparse.Namespace) -> dic
             continue
         output = f"{stem}_{fmt}{suffix}"
         try:
-            row[step] = run(source, output)
+            row[step] = run(source, output, variant)
         except Exception as error:  # noqa: BLE001 - a sweep reports every failure as a row
             row[step] = {"ok": False, "rel": None, "reason": one_line(error)}
         if not args.keep and os.path.exists(output):
