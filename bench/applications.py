@@ -66,8 +66,13 @@ def randomize_bn(model, seed: int = 0) -> None:
     import keras
     import numpy as np
 
-    rng = np.random.default_rng(seed)
     layers = [layer for layer in leaves(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    randomize_batchnorms(model, layers, np.random.default_rng(seed))
+
+
+def randomize_batchnorms(model, layers, rng) -> None:
+    """``randomize_bn``'s work on the given BN ``layers`` of ``model``; duck-typed, so the sweep of
+    Keras 2 files runs it on tf_keras models too (a Keras 2 BN reads ``momentum`` at call time)."""
     for layer in layers:
         randomize_batchnorm(layer, rng)
     momentum = [layer.momentum for layer in layers]
