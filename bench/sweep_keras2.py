@@ -39,7 +39,7 @@ Prints one row per file and the pass counts. Usage:
 
     python bench/sweep_keras2.py [--only ResNet50,ConvNeXtTiny] [--variants flat,nested]
                                  [--keras2-formats h5,saved_model,keras,json]
-                                 [--out DIR] [--keep] [--in-process]
+                                 [--steps convert,fold,prepare] [--out DIR] [--keep] [--in-process]
 
 A JSON + weights pair has no compile state: ``prepare`` writes it uncompiled (its fine-tune check
 compiles a copy with SGD and mean squared error); the other formats keep their compile config.
@@ -214,8 +214,10 @@ def run_case(arch: str, variant: str, fmt: str, args: argparse.Namespace) -> dic
     source = stem + KERAS2_FORMATS[fmt]
     row = {"arch": arch, "variant": variant, "format": fmt}
     start = time.perf_counter()
-    if not os.path.exists(source):
-        for step in STEPS:
+    for step in STEPS:
+        if step not in args.steps:
+            row[step] = {"ok": True, "rel": None, "reason": "", "skipped": True}
+        elif not os.path.exists(source):
             row[step] = {"ok": False, "rel": None, "reason": "tf_keras could not build or save the model (see step A)"}
     for step, (run, suffix) in STEPS.items():
         if step in row:
@@ -235,6 +237,8 @@ def run_case(arch: str, variant: str, fmt: str, args: argparse.Namespace) -> dic
 
 
 def _cell(result: dict) -> str:
+    if result.get("skipped"):
+        return "not run "
     if result.get("none"):
         return "no BN   "
     rel = result.get("rel")
@@ -253,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-object", action="store_true",
                         help="compile with a loss object (SparseCategoricalCrossentropy(from_logits=True)) "
                         "instead of the loss's name")
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help=f"which of {', '.join(STEPS)} to run on each file (default: all)")
     parser.add_argument("--keras2-formats", default=",".join(KERAS2_FORMATS),
                         help=f"how tf_keras saves each model: {', '.join(KERAS2_FORMATS)} (default: all)")
     args = parse_args(parser, argv)
@@ -261,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in args.formats if f not in KERAS2_FORMATS]
     if unknown:
         parser.error(f"--keras2-formats: unknown {unknown}; known: {list(KERAS2_FORMATS)}")
+    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    if not args.steps or any(step not in STEPS for step in args.steps):
+        parser.error(f"--steps: choose from {list(STEPS)}")
     temporary = args.out is None
     if temporary:
         args.out = tempfile.mkdtemp(prefix="sweep_keras2_")
@@ -284,11 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['arch']:<18} {row['variant']:<6} {row['format']:<11} {_cell(row['convert']):<24} {_cell(row['fold']):<18} "
               f"{_cell(row['prepare']):<18}")
     print()
-    print_counts(rows, f"convert (tf_keras check < {CONVERT_REL:g})", ok=lambda r: r["convert"]["ok"])
-    print_counts(rows, "fold-bn on the Keras 2 file (a model without BN: refused, exit 2, counted as passing)",
-                 ok=lambda r: r["fold"]["ok"])
-    print(f"  of which without BN: {sum(1 for row in rows if row['fold'].get('none'))}")
-    print_counts(rows, "prepare on the Keras 2 file", ok=lambda r: r["prepare"]["ok"])
+    if "convert" in args.steps:
+        print_counts(rows, f"convert (tf_keras check < {CONVERT_REL:g})", ok=lambda r: r["convert"]["ok"])
+    if "fold" in args.steps:
+        print_counts(rows, "fold-bn on the Keras 2 file (a model without BN: refused, exit 2, counted as passing)",
+                     ok=lambda r: r["fold"]["ok"])
+        print(f"  of which without BN: {sum(1 for row in rows if row['fold'].get('none'))}")
+    if "prepare" in args.steps:
+        print_counts(rows, "prepare on the Keras 2 file (its fine-tune check included)", ok=lambda r: r["prepare"]["ok"])
     failed = [row for row in rows if not row["ok"]]
     if failed:
         print("failures:")
