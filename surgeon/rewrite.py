@@ -242,7 +242,7 @@ def verify_against(original: ModelSpec, candidate_path: str, options: VerifyOpti
     loaded. (Peak RSS was 1.8x a plain load with both models, both specs and the rewritten arrays
     alive at once; issue 15.)
     """
-    reference = build_keras_model(original, allow_code=allow_code)
+    reference = build_keras_model(original, allow_code=allow_code, never_saved=True)
     original.weights = {}
     inputs = load_inputs(options.inputs, reference) if options.inputs else None
     expected = reference_outputs(reference, inputs, samples=options.samples, atol=options.atol)
@@ -286,7 +286,7 @@ def verify_files(
     refuse_code_in_file(candidate_path, allow_code)
     original = read_model(reference_path)
     options, _ = VerifyOptions(samples=samples, atol=atol, rtol=rtol, training_check=training_check).resolve(original)
-    reference = build_keras_model(original, allow_code=allow_code)
+    reference = build_keras_model(original, allow_code=allow_code, never_saved=True)
     data = load_inputs(inputs, reference) if inputs else None
     return verify_model(reference, candidate_path, inputs=data, samples=options.samples, atol=atol, rtol=options.rtol,
                         training_check=training_check, allow_code=allow_code)

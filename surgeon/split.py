@@ -119,7 +119,7 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
     Also checks that the base is mode-independent: its features in training mode equal those in
     inference mode, which is what makes cached features exact for fine-tuning.
     """
-    reference = build_keras_model(original, allow_code=allow_code)
+    reference = build_keras_model(original, allow_code=allow_code, never_saved=True)
     try:
         base = load_plain(base_path, allow_code=allow_code)
         top = load_plain(top_path, allow_code=allow_code)
