@@ -95,6 +95,20 @@ def test_user_model_nesting_a_frozen_backbone_folds_every_bn_and_matches_keras_h
     assert relative_error(as_keras_hub_runs_it(hub_cases["user"])(x), folded(x)) <= 1e-5
 
 
+def test_backbones_with_keras_ops_in_their_graph_fold_and_match_keras_hub(tmp_path):
+    """ResNetV2 pads with ``ops.pad``: an op, not a layer, among the graph's layers."""
+    from keras_hub_models import build_user_model
+
+    path = str(tmp_path / "resnet_v2_user.keras")
+    build_user_model("resnet_v2", build_backbone("resnet_v2")).save(path)
+    output = str(tmp_path / "folded.keras")
+    result = runner.invoke(app, ["fold-bn", path, "-o", output])
+
+    assert result.exit_code == 0, result.output
+    x = images()
+    assert relative_error(as_keras_hub_runs_it(path)(x), plain(output)(x)) <= 1e-5
+
+
 def test_the_backbone_alone_is_inspected_as_its_graph(hub_cases):
     result = runner.invoke(app, ["inspect", hub_cases["backbone"], "--json"])
 

@@ -103,10 +103,12 @@ def kept_whole(model, prefix: str = "") -> list[tuple[str, str, str]]:
 def _expand_nested(config: dict, model) -> None:
     import keras
 
+    # Not every entry is one of ``model.layers``: a Sequential's InputLayer, and Keras ops called on
+    # symbolic tensors (ResNetV2's ``ops.pad``, CSPNet's ``ops.split``), which a functional config
+    # holds as operations beside the layers.
+    layers = {layer.name: layer for layer in model.layers}
     for entry in config.get("config", {}).get("layers", []):
-        if entry.get("class_name") == "InputLayer":
-            continue  # a Sequential's InputLayer is in its config but not among its layers
-        live = model.get_layer(layer_name(entry))
+        live = layers.get(layer_name(entry))
         if not isinstance(live, keras.Model) or (is_functional_subclass(live) and not expandable(live)):
             continue
         inner = functional_config(live)

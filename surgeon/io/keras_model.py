@@ -17,7 +17,7 @@ from surgeon.errors import SurgeonError, one_line
 from surgeon.io.custom_classes import check_classes_known
 from surgeon.io.dialects import to_keras_config, translate
 from surgeon.io.object_paths import is_object_path_form, layer_assets, load_layer_assets, load_object_path_weights
-from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
+from surgeon.spec import ModelSpec, Source, code_carriers, is_keras_op, is_model_config, iter_layers
 
 
 def quiet_tensorflow() -> None:
@@ -235,8 +235,8 @@ def spec_from_keras_model(model) -> ModelSpec:
     door = translate(config, None, keras.__version__)
     spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))
     for path, layer_config in iter_layers(spec.config):
-        # A Sequential model's InputLayer is not among its layers (get_layer cannot find it).
-        if is_model_config(layer_config) or layer_config.get("class_name") == "InputLayer":
+        # A Sequential model's InputLayer and Keras ops are not among its layers (get_layer cannot find them).
+        if is_model_config(layer_config) or layer_config.get("class_name") == "InputLayer" or is_keras_op(layer_config):
             continue
         layer = keras_layer(model, path)
         if layer.weights:
