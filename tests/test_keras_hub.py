@@ -109,6 +109,29 @@ def test_backbones_with_keras_ops_in_their_graph_fold_and_match_keras_hub(tmp_pa
     assert relative_error(as_keras_hub_runs_it(path)(x), plain(output)(x)) <= 1e-5
 
 
+def test_frozen_keras_hub_blocks_that_own_their_layers_come_out_really_frozen(tmp_path):
+    """EfficientNetV2's FusedMBConvBlock and MBConvBlock create their Conv2D and BatchNormalization
+    layers without passing their own flag on: loaded from a file, a frozen block trains every
+    layer inside it. Written as the graphs of those layers, each carries its own flag."""
+    from keras_hub_models import build_user_model
+
+    path = str(tmp_path / "efficientnet_v2_user.keras")
+    build_user_model("efficientnet_v2", build_backbone("efficientnet_v2")).save(path)
+    output = str(tmp_path / "prepared.keras")
+    result = runner.invoke(app, ["prepare", path, "-o", output, "--json"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["checked"]["passed"]  # frozen weights bit-for-bit unchanged after fitting the reloaded file
+    assert any("FusedMBConvBlock" in note and "own flag" in note for note in report["notes"])
+    with zipfile.ZipFile(output) as archive:
+        assert b"keras_hub" not in archive.read("config.json")
+    prepared = plain(output)
+    assert not [l for l in prepared._flatten_layers() if type(l).__name__ == "BatchNormalization"]
+    x = images()
+    assert relative_error(as_keras_hub_runs_it(path)(x), prepared(x)) <= 1e-5
+
+
 def test_the_backbone_alone_is_inspected_as_its_graph(hub_cases):
     result = runner.invoke(app, ["inspect", hub_cases["backbone"], "--json"])
 
