@@ -99,7 +99,10 @@ def test_in_memory_model_with_keras_ops_between_its_layers_round_trips():
     y = keras.layers.Conv2D(2, 1, name="conv")(x)
     y = keras.ops.pad(y, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=-1.0)
     left, right = keras.ops.split(y, 2, axis=-1)
-    reference = keras.Model(x, keras.layers.Add(name="add")([left, right]))
+    # MobileNetV3's squeeze-and-excite multiplies two tensors with ops.multiply, which the door
+    # turns into a Multiply layer of the same name (keras3_fixups): no live layer of that name.
+    product = keras.ops.multiply(left, right)
+    reference = keras.Model(x, keras.layers.Add(name="add")([left, product]))
 
     spec = spec_from_keras_model(reference)
 

@@ -132,6 +132,19 @@ def test_frozen_keras_hub_blocks_that_own_their_layers_come_out_really_frozen(tm
     assert relative_error(as_keras_hub_runs_it(path)(x), prepared(x)) <= 1e-5
 
 
+def test_a_backbone_saved_without_its_trainable_flag_is_said_so(tmp_path):
+    """keras-hub 0.32's VGGBackbone.get_config leaves out ``trainable``: frozen when saved, trainable when loaded."""
+    from keras_hub_models import build_user_model
+
+    path = str(tmp_path / "vgg_user.keras")
+    build_user_model("vgg", build_backbone("vgg")).save(path)
+    result = runner.invoke(app, ["inspect", path, "--json"])
+
+    assert result.exit_code == 0, result.output
+    notes = [note for note in json.loads(result.output)["notes"] if "saved without its trainable flag" in note]
+    assert len(notes) == 1 and "--freeze vgg_backbone" in notes[0]
+
+
 def test_the_backbone_alone_is_inspected_as_its_graph(hub_cases):
     result = runner.invoke(app, ["inspect", hub_cases["backbone"], "--json"])
 
