@@ -20,7 +20,9 @@ from surgeon.child_process import last_error_line, run_python
 from surgeon.io.keras_model import load_plain
 from surgeon.passes.recompile import recompile
 from surgeon.rewrite import RewriteResult, VerifyOptions, rewrite_file
-from surgeon.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, compare, rounding_floors, run, seeded_inputs
+from surgeon.verify import (
+    DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, compare, given_floors, rounding_floors, run, seeded_inputs, with_floors,
+)
 
 # Runs in a child process: TF_USE_LEGACY_KERAS=1 makes tf.keras Keras 2 (tf_keras), which cannot
 # share a process with Keras 3.
@@ -79,7 +81,8 @@ def check_against_keras2(original: str, candidate: str, *, samples: int, atol: f
         expected = [expected_file[f"y{i}"] for i in range(len(expected_file.files))]
     names = list(model.output_names)
     produced = run(model, inputs)
-    checks = compare(expected, produced, names, mode="inference", rtol=rtol, floors=rounding_floors(model, inputs, produced, atol))
+    checks = with_floors(lambda floors: compare(expected, produced, names, mode="inference", rtol=rtol, floors=floors),
+                         given_floors(atol, len(produced)), lambda: rounding_floors(model, inputs, produced, atol))
     report = VerifyReport.of(checks, samples, atol, rtol)
     return OriginalRuntimeCheck(report.passed, None, report)
 

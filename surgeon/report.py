@@ -14,7 +14,7 @@ from surgeon.verify import VerifyReport
 
 
 def verification_table(report: VerifyReport, title: str = "Verification") -> Table:
-    floor = "a float32 floor" if report.atol is None else f"{report.atol:g}"
+    floor = "a float32 floor where needed" if report.atol is None else f"{report.atol:g}"
     table = Table(title=f"{title} ({report.samples} samples, pass if max abs <= tolerance = {report.rtol:g} x output scale + {floor})",
                   title_justify="left")
     table.add_column("output", overflow="fold")  # names people type back are wrapped, never cut

@@ -18,7 +18,9 @@ from surgeon.io.keras_model import build_keras_model, load_plain, spec_from_kera
 from surgeon.passes.split import SplitReport, split
 from surgeon.rewrite import VerifyOptions, write_verified
 from surgeon.spec import ModelSpec, io_refs
-from surgeon.verify import VerifyReport, compare, informative_inputs, load_inputs, output_names, rounding_floors, run
+from surgeon.verify import (
+    VerifyReport, compare, given_floors, informative_inputs, load_inputs, output_names, rounding_floors, run, with_floors,
+)
 
 
 @dataclasses.dataclass
@@ -119,7 +121,7 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
     Also checks that the base is mode-independent: its features in training mode equal those in
     inference mode, which is what makes cached features exact for fine-tuning.
     """
-    reference = build_keras_model(original, allow_code=allow_code)
+    reference = build_keras_model(original, allow_code=allow_code, never_saved=True)
     try:
         base = load_plain(base_path, allow_code=allow_code)
         top = load_plain(top_path, allow_code=allow_code)
@@ -136,16 +138,19 @@ def verify_split(original: ModelSpec, base_path: str, top_path: str, report: Spl
 
 
 def compose_checks(reference, base, top, inputs: list[np.ndarray], input_names: list[str], report: SplitReport,
-                   *, expected: list[np.ndarray], floors: list[float], atol: float | None, rtol: float):
+                   *, expected: list[np.ndarray], floors: list[float] | None, atol: float | None, rtol: float):
     """top(base(x)) against reference(x) (``expected``) in inference mode, and the base's features across modes."""
     by_name = dict(zip(input_names, inputs))
     base_inputs = [by_name[name] for name in report.base_inputs]
     features = run(base, base_inputs)
     top_inputs = features + [by_name[name] for name in report.passthrough_inputs]
-    checks = compare(expected, run(top, top_inputs), output_names(reference), mode="inference", rtol=rtol, floors=floors)
+    composed = run(top, top_inputs)
+    checks = with_floors(lambda known: compare(expected, composed, output_names(reference), mode="inference", rtol=rtol, floors=known),
+                         floors, lambda: rounding_floors(reference, inputs, expected, atol))
     feature_names = [f"features:{t.name}" for t in report.cut]
-    feature_floors = rounding_floors(base, base_inputs, features, atol)
-    checks += compare(features, run(base, base_inputs, training=True), feature_names, mode="training", rtol=rtol, floors=feature_floors)
+    trained = run(base, base_inputs, training=True)
+    checks += with_floors(lambda known: compare(features, trained, feature_names, mode="training", rtol=rtol, floors=known),
+                          given_floors(atol, len(features)), lambda: rounding_floors(base, base_inputs, features, atol))
     return checks
 
 

@@ -10,6 +10,7 @@ reader, so that a writer bug cannot hide itself.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -28,6 +29,9 @@ DEFAULT_RTOL = 1e-4
 # rounding step (one ulp): a rewrite rounds at every layer (folded kernels, reordered sums), not
 # only at the input, so its legitimate error is a multiple of that.
 ROUNDING_FACTOR = 8
+# Outputs that vary across samples by more than this share of their scale are informative
+# whatever the rounding floor (~1e-6 of the scale); below it the floor is measured to decide.
+CLEAR_SPREAD = 1e-2
 # When the seeded inputs give outputs that do not vary, these input ranges are tried in turn.
 INPUT_SPREADS = (10.0, 0.1, 100.0)
 # float16 compute rounds every layer to ~1e-3: two equivalent mixed-precision models (folded or
@@ -44,7 +48,9 @@ class OutputCheck:
     max_rel: float
     scale: float
     passed: bool
-    floor: float = 0.0  # the absolute part of the tolerance: max abs <= rtol x scale + floor
+    # The absolute part of the tolerance: max abs <= rtol x scale + floor. 0 when the relative
+    # part alone passed every check, so no floor was measured (with_floors).
+    floor: float = 0.0
 
 
 @dataclasses.dataclass
@@ -155,10 +161,13 @@ def run(model, inputs: list[np.ndarray], *, training: bool = False, batch_size: 
 
 
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray], names: list[str], *, mode: str, rtol: float,
-            floors: list[float]) -> list[OutputCheck]:
-    """One check per output: pass if ``max abs <= rtol x scale + floor`` (``floors`` from ``rounding_floors``)."""
+            floors: list[float] | None) -> list[OutputCheck]:
+    """One check per output: pass if ``max abs <= rtol x scale + floor`` (``floors`` from
+    ``rounding_floors``; None: no floor, the relative tolerance alone)."""
     if len(reference) != len(candidate):
         raise SurgeonError(f"the models have {len(reference)} and {len(candidate)} outputs; they are not comparable")
+    if floors is None:
+        floors = [0.0] * len(names)
     checks = []
     for name, ref, cand, floor in zip(names, reference, candidate, floors):
         if ref.shape != cand.shape:
@@ -187,7 +196,7 @@ def rounding_floors(model, inputs: list[np.ndarray], expected: list[np.ndarray],
         [1e-06, 1e-06]
     """
     if atol is not None:
-        return [float(atol)] * len(expected)
+        return given_floors(atol, len(expected))
     rng = np.random.default_rng(1)
     nudged = []
     for x in inputs:
@@ -197,6 +206,43 @@ def rounding_floors(model, inputs: list[np.ndarray], expected: list[np.ndarray],
         nudged.append(x)
     moved = run(model, nudged)
     return [ROUNDING_FACTOR * float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0 for a, b in zip(expected, moved)]
+
+
+def given_floors(atol: float | None, count: int) -> list[float] | None:
+    """The floors of ``count`` outputs when the user gave ``--atol``; None (to be measured) otherwise."""
+    return None if atol is None else [float(atol)] * count
+
+
+def clearly_varying(expected: list[np.ndarray]) -> bool:
+    """Whether every output varies across the samples by more than CLEAR_SPREAD of its scale,
+    far above any float32 rounding floor: no floor is needed to know the outputs are informative.
+
+    Example:
+        >>> clearly_varying([np.array([[1.0, 2.0], [1.5, 2.5]])]), clearly_varying([np.ones((2, 3))])
+        (True, False)
+    """
+    for values in expected:
+        values = values.astype(np.float64)
+        scale = float(np.abs(values).max()) if values.size else 0.0
+        if values.shape[0] < 2 or not scale > 0 or not np.ptp(values, axis=0).max() > CLEAR_SPREAD * scale:
+            return False
+    return True
+
+
+def with_floors(checks_for: Callable[[list[float] | None], list[OutputCheck]], floors: list[float] | None,
+                measure: Callable[[], list[float]] | None) -> list[OutputCheck]:
+    """``checks_for(floors)``, measuring unknown floors (None) only when they could change a verdict.
+
+    A floor only widens a tolerance, so checks that all pass on the relative tolerance alone pass
+    with it too; the forward pass that measures the floors (a third of a ResNet50 verification)
+    runs only when one fails without them. With nothing to ``measure`` them, none is granted.
+    """
+    if floors is not None:
+        return checks_for(floors)
+    checks = checks_for(None)
+    if all(check.passed for check in checks) or measure is None:
+        return checks
+    return checks_for(measure())
 
 
 def constant_outputs(expected: list[np.ndarray], floors: list[float], names: list[str]) -> list[str]:
@@ -214,6 +260,9 @@ def constant_outputs(expected: list[np.ndarray], floors: list[float], names: lis
 def informative_inputs(model, inputs: list[np.ndarray] | None, samples: int, seed: int, atol: float | None, names: list[str]):
     """``(inputs, expected, floors, notes, problem)``: inputs on which the model's outputs vary.
 
+    ``floors`` is None when no floor was needed to tell that (every output clearly varies) and
+    ``atol`` is None: ``with_floors`` measures them if a comparison needs them.
+
     A comparison of outputs that are all zero, or identical for every input, passes for any
     rewrite. Seeded inputs are widened or narrowed (INPUT_SPREADS) until every output varies;
     user-given inputs are kept. If no inputs make them vary, ``problem`` says so: the check fails
@@ -224,8 +273,11 @@ def informative_inputs(model, inputs: list[np.ndarray] | None, samples: int, see
     notes: list[str] = []
     for trial in trials:
         expected = run(model, trial)
-        floors = rounding_floors(model, trial, expected, atol)
-        constant = constant_outputs(expected, floors, names)
+        if atol is None and clearly_varying(expected):
+            floors, constant = None, []  # measured later, if a comparison needs them (with_floors)
+        else:
+            floors = rounding_floors(model, trial, expected, atol)
+            constant = constant_outputs(expected, floors, names)
         if not constant:
             return trial, expected, floors, notes, None
         if not notes:
@@ -246,9 +298,12 @@ class ReferenceOutputs:
     input_shapes: list[tuple]
     names: list[str]
     outputs: list[np.ndarray]
-    floors: list[float]
+    floors: list[float] | None  # None: not measured yet (see with_floors)
     notes: list[str]
     problem: str | None = None  # no inputs made the outputs vary: a comparison would prove nothing
+    # How to measure the floors if a comparison needs them; the caller sets it, so that this
+    # object does not keep the reference model alive.
+    measure_floors: Callable[[], list[float]] | None = None
 
 
 def reference_outputs(reference_model, inputs: list[np.ndarray] | None = None, *, samples: int = DEFAULT_SAMPLES,
@@ -283,6 +338,7 @@ def verify_model(
     must not change with the mode.
     """
     expected = reference_outputs(reference_model, inputs, samples=samples, seed=seed, atol=atol)
+    expected.measure_floors = lambda: rounding_floors(reference_model, expected.inputs, expected.outputs, atol)
     return check_file(expected, candidate_path, atol=atol, rtol=rtol, training_check=training_check, allow_code=allow_code)
 
 
@@ -301,9 +357,17 @@ def check_file(expected: ReferenceOutputs, candidate_path: str, *, atol: float |
     inputs, names, floors = expected.inputs, expected.names, expected.floors
     if expected.problem:
         return VerifyReport(False, [], inputs[0].shape[0], atol, rtol, problem=expected.problem, notes=expected.notes)
-    checks = compare(expected.outputs, run(candidate, inputs), names, mode="inference", rtol=rtol, floors=floors)
-    if training_check:
-        checks += compare(expected.outputs, run(candidate, inputs, training=True), names, mode="training", rtol=rtol, floors=floors)
+    produced = run(candidate, inputs)
+    trained = run(candidate, inputs, training=True) if training_check else None
+    del candidate  # measuring the floors may need the reference rebuilt: one model at a time
+
+    def checks_for(floors: list[float] | None) -> list[OutputCheck]:
+        checks = compare(expected.outputs, produced, names, mode="inference", rtol=rtol, floors=floors)
+        if trained is not None:
+            checks += compare(expected.outputs, trained, names, mode="training", rtol=rtol, floors=floors)
+        return checks
+
+    checks = with_floors(checks_for, floors, expected.measure_floors)
     return VerifyReport.of(checks, inputs[0].shape[0], atol, rtol, notes=expected.notes)
 
 

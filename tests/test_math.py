@@ -18,6 +18,7 @@ from surgeon.math import (  # noqa: E402
     fold_bn_after,
     fold_bn_before,
     fold_bn_before_flatten_dense,
+    scaled_kernel,
 )
 
 F64 = "float64"
@@ -396,3 +397,17 @@ def test_rescaling_with_list_values_survives_save_and_load(rng, tmp_path, extens
 def test_rescaling_rejects_the_batch_axis():
     with pytest.raises(ValueError, match="non-batch axis"):
         affine_for_rescaling(np.ones(3), np.zeros(3), 0, 4)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "bfloat16"])
+def test_scaled_kernel_rounds_the_float64_product_once(dtype):
+    import ml_dtypes
+
+    dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    rng = np.random.default_rng(3)
+    kernel = rng.standard_normal((3, 3, 4, 5)).astype(dtype)
+    factor = rng.uniform(0.1, 3.0, 5)
+    expected = (kernel.astype(np.float64) * factor).astype(dtype)  # the plain two-step computation
+    result = scaled_kernel(kernel, factor)
+    assert result.dtype == kernel.dtype
+    np.testing.assert_array_equal(result.astype(np.float64), expected.astype(np.float64))

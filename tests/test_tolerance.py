@@ -101,3 +101,40 @@ def test_compare_passes_within_rtol_times_scale_plus_floor():
     assert compare(reference, near, ["y"], mode="inference", rtol=1e-4, floors=[0.0])[0].passed
     assert not compare(reference, [reference[0] + 3e-4], ["y"], mode="inference", rtol=1e-4, floors=[0.0])[0].passed
     assert compare(reference, [reference[0] + 3e-4], ["y"], mode="inference", rtol=1e-4, floors=[2e-4])[0].passed
+
+
+def test_the_floor_is_measured_only_when_the_relative_tolerance_alone_fails(tmp_path):
+    """A floor only widens the tolerance: the forward pass measuring it is spent only on a check
+    that fails without it. Then it comes from the reference rebuilt from the input file."""
+    from conftest import fixture_path, plain_model
+    from surgeon.rewrite import VerifyOptions
+    from surgeon.verify import seeded_inputs
+
+    source = fixture_path("dense_bn.keras")
+    loose = fold_bn_file(source, str(tmp_path / "loose.h5"))
+    assert loose.passed and all(check.floor == 0 for check in loose.verification.checks)
+    # Folding leaves ~1e-7 of the scale: rtol=1e-9 alone fails, the measured floor covers it.
+    strict = fold_bn_file(source, str(tmp_path / "strict.h5"), verify=VerifyOptions(rtol=1e-9))
+    assert strict.passed, strict.verification.checks
+    model = plain_model("dense_bn.keras")  # Keras' own load, on the inputs the check used
+    x = seeded_inputs(model, strict.verification.samples)
+    expected_floor = rounding_floors(model, x, run(model, x))[0]
+    assert [check.floor for check in strict.verification.checks] == [pytest.approx(expected_floor)] * 2
+
+
+def test_with_floors_measures_once_and_only_on_a_failure():
+    from surgeon.verify import with_floors
+
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return [1.0]
+
+    reference, off = [np.array([[1.0]])], [np.array([[1.5]])]
+    checks = with_floors(lambda f: compare(reference, reference, ["y"], mode="inference", rtol=1e-4, floors=f), None, measure)
+    assert checks[0].passed and not calls
+    checks = with_floors(lambda f: compare(reference, off, ["y"], mode="inference", rtol=1e-4, floors=f), None, measure)
+    assert checks[0].passed and checks[0].floor == 1.0 and calls == [1]
+    checks = with_floors(lambda f: compare(reference, off, ["y"], mode="inference", rtol=1e-4, floors=f), [0.1], measure)
+    assert not checks[0].passed and calls == [1]  # floors given (--atol) are used as they are

@@ -32,7 +32,7 @@ NoVerify = Annotated[bool, typer.Option("--no-verify", help="Skip reloading and 
 Samples = Annotated[int | None, typer.Option("--samples", min=1, show_default=False, help=(
     f"Seeded random inputs used for verification [default: {DEFAULT_SAMPLES}; fewer (>= {MIN_SAMPLES}) for inputs larger "
     "than two 224x224 images]."))]
-Atol = Annotated[float | None, typer.Option("--atol", min=0.0, show_default=False, help="Absolute part of the verification's tolerance [default: measured per output from float32 rounding].")]
+Atol = Annotated[float | None, typer.Option("--atol", min=0.0, show_default=False, help="Absolute part of the verification's tolerance [default: measured per output from float32 rounding, where the relative tolerance alone is exceeded].")]
 Rtol = Annotated[float | None, typer.Option("--rtol", min=0.0, show_default=False, help=(
     f"Tolerance relative to each output's largest magnitude [default: {DEFAULT_RTOL:g}; {MIXED_PRECISION_RTOL:g} for "
     "float16/mixed-precision models]."))]

@@ -14,6 +14,8 @@ batch, and outputs are written batch by batch into memory-mapped ``.npy`` files.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -103,40 +105,40 @@ def extract_features(base, data: str, output: str, *, batch_size: int = 32, forc
         raise SurgeonError("--address is for --engine ray")
     if not directory:
         _check_output(str(output), force, named_files)  # before loading TensorFlow
-    model, base_name = _load_base(base, allow_code)
-    keys = _output_keys(model)
-    if not directory:
-        _check_output_fits(str(output), keys)
-    source = open_data(str(data), model)
-    if directory:
-        return _extract_to_directory(model, base, base_name, source, str(output), keys, batch_size=batch_size, force=force,
-                                     progress=progress, allow_code=allow_code, engine=engine, workers=workers,
-                                     address=address, shard_size=shard_size, named_files=named_files)
-    output = str(output)
-    labels_path = os.path.splitext(output)[0] + "_labels.npy" if source.labels is not None else None
-    if labels_path:
-        _check_output(labels_path, force, named_files)
-    targets = [output] + ([labels_path] if labels_path else [])
-    started = time.perf_counter()
-    with pending_outputs(targets) as pending, tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output))) as scratch, \
-            _progress(progress, source.count) as bar:
-        # One memory-mapped .npy per base output; several are zipped (uncompressed) into the .npz.
-        paths = [pending.path(output)] if output.endswith(".npy") else [os.path.join(scratch, f"{key}.npy") for key in keys]
-        task = bar.add_task("features", total=source.count)
-        shapes, _ = run_model(model, read_batches(source.task(0, source.count), batch_size), source.count, paths,
-                              pending.path(labels_path) if labels_path else None, lambda size: bar.update(task, advance=size))
-        if output.endswith(".npz"):
-            with zipfile.ZipFile(pending.path(output), "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-                for key, path in zip(keys, paths):
-                    archive.write(path, arcname=f"{key}.npy")
-        pending.commit()
-    seconds = time.perf_counter() - started
-    return FeaturesResult(base_name, str(data), output, labels_path, source.count, dict(zip(keys, shapes)),
-                          source.class_names, source.preprocessing, seconds, computed=source.count)
+    with _base_and_engine(base, allow_code, engine, address, workers) as (model, base_name):
+        keys = _output_keys(model)
+        if not directory:
+            _check_output_fits(str(output), keys)
+        source = open_data(str(data), model)
+        if directory:
+            return _extract_to_directory(model, base, base_name, source, str(output), keys, batch_size=batch_size, force=force,
+                                         progress=progress, allow_code=allow_code, engine=engine, workers=workers,
+                                         shard_size=shard_size, named_files=named_files)
+        output = str(output)
+        labels_path = os.path.splitext(output)[0] + "_labels.npy" if source.labels is not None else None
+        if labels_path:
+            _check_output(labels_path, force, named_files)
+        targets = [output] + ([labels_path] if labels_path else [])
+        started = time.perf_counter()
+        with pending_outputs(targets) as pending, tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output))) as scratch, \
+                _progress(progress, source.count) as bar:
+            # One memory-mapped .npy per base output; several are zipped (uncompressed) into the .npz.
+            paths = [pending.path(output)] if output.endswith(".npy") else [os.path.join(scratch, f"{key}.npy") for key in keys]
+            task = bar.add_task("features", total=source.count)
+            shapes, _ = run_model(model, read_batches(source.task(0, source.count), batch_size), source.count, paths,
+                                  pending.path(labels_path) if labels_path else None, lambda size: bar.update(task, advance=size))
+            if output.endswith(".npz"):
+                with zipfile.ZipFile(pending.path(output), "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                    for key, path in zip(keys, paths):
+                        archive.write(path, arcname=f"{key}.npy")
+            pending.commit()
+        seconds = time.perf_counter() - started
+        return FeaturesResult(base_name, str(data), output, labels_path, source.count, dict(zip(keys, shapes)),
+                              source.class_names, source.preprocessing, seconds, computed=source.count)
 
 
 def _extract_to_directory(model, base, base_name: str, source, output: str, keys: list[str], *, batch_size: int, force: bool,
-                          progress: bool, allow_code: bool, engine: str, workers: int, address: str | None, shard_size: int,
+                          progress: bool, allow_code: bool, engine: str, workers: int, shard_size: int,
                           named_files: tuple[str, ...]) -> FeaturesResult:
     # Shards hold whole batches, so every engine feeds the base the batches one process would.
     shard_size = -(-shard_size // batch_size) * batch_size
@@ -168,7 +170,7 @@ def _extract_to_directory(model, base, base_name: str, source, output: str, keys
             # Ray's start and each worker's TensorFlow import take seconds before the first shard: say so.
             bar.update(task, description="features (starting Ray workers)")
             for record in run_on_ray(shards, base_path=os.path.abspath(str(base)), base_sha256=base_sha256, batch_size=batch_size,
-                                     directory=store.directory, keys=keys, workers=workers, address=address, allow_code=allow_code):
+                                     directory=store.directory, keys=keys, workers=workers, allow_code=allow_code):
                 bar.update(task, advance=record["stop"] - record["start"], description="features")
                 store.record(record)
                 first_shard = first_shard or time.perf_counter() - started
@@ -201,6 +203,24 @@ def _model_sha256(model) -> str:
 
 
 # --- the base ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _base_and_engine(base, allow_code: bool, engine: str, address: str | None, workers: int):
+    """Load the base; with the Ray engine, start (or join) Ray for the body meanwhile.
+
+    ray.init wants the main thread, TensorFlow's import does not: the two start-ups (3-6 s each on
+    2 cores) overlap instead of adding up.
+    """
+    if engine != "ray":
+        yield _load_base(base, allow_code)
+        return
+    from surgeon.features.ray_engine import ray_session
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(_load_base, base, allow_code)
+        with ray_session(address, workers):
+            yield loading.result()
 
 
 def _load_base(base, allow_code: bool):

@@ -13,6 +13,7 @@ every node sees (a shared file system), and surgeon must be installed on every n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -79,37 +80,44 @@ def _one_line(error: Exception, context: str) -> str:
     return f"{context}: {type(error).__name__}: {one_line(error)}"
 
 
-def run_on_ray(shards: list[dict], *, base_path: str, base_sha256: str, batch_size: int, directory: str, keys: list[str],
-               workers: int, address: str | None, allow_code: bool) -> Iterator[dict]:
-    """Yield each shard's record as its worker finishes it (in any order)."""
+@contextlib.contextmanager
+def ray_session(address: str | None, workers: int) -> Iterator[None]:
+    """Join ``address`` or start a local Ray instance for the body; stop it after if started here."""
     ray = import_ray()
     started_here = _connect(ray, address, workers)
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # surgeon shows its own
-        context.print_on_execution_start = False
-        context.execution_options.preserve_order = False  # record shards as they finish
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled": we said so
-        dataset = ray.data.from_items([{"shard": json.dumps(shard)} for shard in shards], override_num_blocks=len(shards))
-        with warnings.catch_warnings():
-            # max_restarts=0 (Ray's documented way, passed through its deprecated **ray_remote_args):
-            # a worker that dies fails the run, which resumes from the manifest when run again, and
-            # Ray does not warn on every run that restarting its actors might fail.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            results = dataset.map_batches(
-                ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,
-                fn_constructor_kwargs={"base_path": base_path, "base_sha256": base_sha256, "batch_size": batch_size,
-                                       "directory": directory, "keys": keys, "allow_code": allow_code},
-            )
-        for row in results.iter_rows():
-            record = json.loads(str(row["record"]))
-            if "error" in record:
-                raise SurgeonError(record["error"])
-            yield record
+        yield
     finally:
         if started_here:
             ray.shutdown()
+
+
+def run_on_ray(shards: list[dict], *, base_path: str, base_sha256: str, batch_size: int, directory: str, keys: list[str],
+               workers: int, allow_code: bool) -> Iterator[dict]:
+    """Yield each shard's record as its worker finishes it (in any order); inside ``ray_session``."""
+    ray = import_ray()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # surgeon shows its own
+    context.print_on_execution_start = False
+    context.execution_options.preserve_order = False  # record shards as they finish
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled": we said so
+    dataset = ray.data.from_items([{"shard": json.dumps(shard)} for shard in shards], override_num_blocks=len(shards))
+    with warnings.catch_warnings():
+        # max_restarts=0 (Ray's documented way, passed through its deprecated **ray_remote_args):
+        # a worker that dies fails the run, which resumes from the manifest when run again, and
+        # Ray does not warn on every run that restarting its actors might fail.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        results = dataset.map_batches(
+            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,
+            fn_constructor_kwargs={"base_path": base_path, "base_sha256": base_sha256, "batch_size": batch_size,
+                                   "directory": directory, "keys": keys, "allow_code": allow_code},
+        )
+    for row in results.iter_rows():
+        record = json.loads(str(row["record"]))
+        if "error" in record:
+            raise SurgeonError(record["error"])
+        yield record
 
 
 def _connect(ray, address: str | None, workers: int) -> bool:

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from surgeon.errors import SurgeonError, one_line
-from surgeon.io.custom_classes import check_classes_known
+from surgeon.io.custom_classes import check_classes_known, custom_layers
 from surgeon.io.dialects import to_keras_config, translate
 from surgeon.io.object_paths import is_object_path_form, layer_assets, load_layer_assets, load_object_path_weights
 from surgeon.spec import ModelSpec, Source, code_carriers, is_keras_op, is_model_config, iter_layers
@@ -63,16 +63,24 @@ def load_plain(path: str, *, allow_code: bool = False):
         return keras.models.load_model(path, safe_mode=not allow_code)
 
 
-def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: bool = False):
-    """A ``keras.Model`` with the spec's architecture and weights (compiled if asked and possible)."""
+def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: bool = False, never_saved: bool = False):
+    """A ``keras.Model`` with the spec's architecture and weights (compiled if asked and possible).
+
+    ``never_saved``: the model only computes (a verification reference) and its config is never
+    written, so layers whose weights all come from the spec skip their random initializers
+    (``start_from_zeros``).
+    """
     check_code_layers(spec, allow_code)
     quiet_tensorflow()
     check_classes_known(spec.config)
     import keras
 
+    # to_keras_config returns a copy: Functional.from_config pops keys out of its dict.
+    config = to_keras_config(spec.config)
+    if never_saved:
+        start_from_zeros(config, spec.weights)
     try:
-        # to_keras_config returns a copy: Functional.from_config pops keys out of its dict.
-        model = keras.saving.deserialize_keras_object(to_keras_config(spec.config), safe_mode=not allow_code)
+        model = keras.saving.deserialize_keras_object(config, safe_mode=not allow_code)
     except SurgeonError:
         raise
     except Exception as error:  # Keras raises TypeError/ValueError/AttributeError with long texts
@@ -86,6 +94,36 @@ def build_keras_model(spec: ModelSpec, *, allow_code: bool = False, compile: boo
     return model
 
 
+def start_from_zeros(config: dict, weights: dict) -> None:
+    """Make every ``*_initializer`` of a built-in layer with weights in ``weights`` "zeros", in place.
+
+    Random initializers cost 0.4 s of ResNet50's 1.3 s build (glorot_uniform over 25M values) and
+    are wasted on a layer whose every weight ``set_weights`` then assigns (it checks their count
+    and shapes). Layers of other classes keep theirs: their keys may mean something else.
+
+    Example:
+        >>> config = {"class_name": "Functional", "config": {"layers": [
+        ...     {"class_name": "Dense", "config": {"name": "d", "kernel_initializer": "glorot_uniform", "bias_initializer": None}},
+        ...     {"class_name": "Dense", "config": {"name": "e", "kernel_initializer": "ones"}}]}}
+        >>> start_from_zeros(config, {"d": {}})
+        >>> [layer["config"].get("kernel_initializer") for layer in config["config"]["layers"]]
+        ['zeros', 'ones']
+    """
+    custom = {layer.path for layer in custom_layers(config)}
+    for path, layer in iter_layers(config):
+        if path in weights and path not in custom and not is_model_config(layer):
+            layer["config"] = _zero_initializers(layer["config"])
+
+
+def _zero_initializers(value):
+    if isinstance(value, dict):
+        return {key: "zeros" if key.endswith("_initializer") and item is not None else _zero_initializers(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_zero_initializers(item) for item in value]
+    return value
+
+
 def check_custom_weights_read(model, spec: ModelSpec) -> None:
     """Layers of classes beyond Keras' own whose weights the file reader could not place get them
     from the file loaded by Keras itself (the classes are registered by now).
@@ -95,8 +133,6 @@ def check_custom_weights_read(model, spec: ModelSpec) -> None:
     the class knows; surgeon's reader leaves them out, and Keras' loader puts them back. Without
     this the layer would keep freshly initialised weights.
     """
-    from surgeon.io.custom_classes import custom_layers
-
     missing = [layer for layer in custom_layers(spec.config)
                if layer.path not in spec.weights and keras_layer(model, layer.path).weights]
     if not missing:
@@ -188,7 +224,7 @@ def name_owned_layer_weights(spec: ModelSpec, *, allow_code: bool = False) -> Mo
     paths = [path for path, named in spec.weights.items() if owns_layers(named)]
     if not paths:
         return spec
-    model = build_keras_model(spec, allow_code=allow_code)
+    model = build_keras_model(spec, allow_code=allow_code, never_saved=True)
     weights = dict(spec.weights)
     for path in paths:
         layer = keras_layer(model, path)
