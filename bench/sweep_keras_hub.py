@@ -9,7 +9,7 @@ the three library calls run on the file; each output is then compared with the m
 keras-hub runs it* (``keras.saving.load_model`` of the file with keras-hub imported, or
 ``ImageClassifier.from_preset``), on seeded inputs: pass if the relative error (largest absolute
 error over the output's largest magnitude) is <= 1e-5. ``split`` is compared as top(base(x)).
-``prepare`` freezes the backbone by name (``--freeze NAME_backbone``), the user's intent in
+``prepare`` freezes the backbone by name (``--freeze 'NAME_backbone*'``), the user's intent in
 every form: keras-hub 0.32's VGGBackbone saves no ``trainable`` flag, so it loads trainable.
 ``fold-bn`` on a backbone without BatchNormalization (VGG) must refuse in one line: counted
 apart as "n/a", not as a pass.
@@ -130,7 +130,9 @@ def run_case(path: str, form: str, work: str) -> dict:
                              lambda: keras.models.load_model(stem + "_folded.keras")(x))
     row["split"] = outcome(lambda: split_file(path, base_path=stem + "_base.keras", top_path=stem + "_top.keras", force=True),
                            lambda: keras.models.load_model(stem + "_top.keras")(keras.models.load_model(stem + "_base.keras")(x)))
-    backbone = os.path.basename(path).rsplit("_", 1)[0] + "_backbone"
+    # A glob: keras-hub 0.32's VGGBackbone saves no name either, so a process that loaded one
+    # before names the next one "vgg_backbone_3".
+    backbone = os.path.basename(path).rsplit("_", 1)[0] + "_backbone*"
     row["prepare"] = outcome(lambda: prepare_file(path, stem + "_prepared.keras", selection=Selection(freeze=(backbone,)), force=True),
                              lambda: keras.models.load_model(stem + "_prepared.keras")(x))
     row["prepared_path"] = stem + "_prepared.keras"
