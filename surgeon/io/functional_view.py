@@ -6,6 +6,11 @@ functional API: ``__init__`` builds a graph of layers and hands its inputs and o
 "ResNetBackbone(stackwise_num_filters=...)", which only keras-hub can rebuild. Once built, the
 same layers called on the same tensors form a plain ``Functional`` (``keras.Model(m.inputs,
 m.outputs)``): that graph is what surgeon rewrites, and what it writes loads with plain Keras.
+
+keras-hub's blocks (EfficientNetV2's ``FusedMBConvBlock``) are layers, not models, but their
+``call`` too is a graph of layers they own: ``traced_graph`` writes it down, so that no frozen
+block trains after loading and every BatchNormalization inside is reachable. ``plain_view``
+puts both together: the model as plain Keras, over the same layer objects.
 """
 
 from __future__ import annotations
