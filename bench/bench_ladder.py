@@ -2,8 +2,8 @@
 
 Each rung is a keras.applications model at 224x224 (weights=None, random BN statistics, frozen:
 ``bench_fold_bn.make_model``; ConvNeXt, which has no BN, runs ``convert`` instead), so the input
-and the activations stay small and what grows is the weights: 14 MB (MobileNetV2) to 1.4 GB (ConvNeXtXLarge). For each rung, plain
-``keras.models.load_model``, ``fold-bn`` with verification and ``fold-bn --no-verify`` run in fresh
+and the activations stay small and what grows is the weights: 14 MB (MobileNetV2) to 1.4 GB
+(ConvNeXtXLarge). For each rung, plain ``keras.models.load_model``, ``fold-bn`` with verification and ``fold-bn --no-verify`` run in fresh
 processes, interleaved, --repeat times (median wall, median peak RSS: ``bench_fold_bn.bench_cli``).
 The table gives each figure per MB of weights added over the smallest rung, so linear growth
 shows as a steady slope, and ``extra copies``: (fold-bn RSS - plain RSS) / weights MB, the
