@@ -66,13 +66,16 @@ def timed(command: list[str]) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024.0, process.returncode
 
 
-def bench_cli(source: str, output: str, repeat: int, *, failed_check_ok: bool = False) -> dict[str, tuple[float, float]]:
+def bench_cli(source: str, output: str, repeat: int, *, failed_check_ok: bool = False,
+              command: str = "fold-bn") -> dict[str, tuple[float, float]]:
     """Median wall seconds and peak RSS MB per command. ``failed_check_ok``: a verification that
-    fails (exit 1) did all the work, so it is still measured (the ladder reports it)."""
+    fails (exit 1) did all the work, so it is still measured (the ladder reports it). ``command``:
+    the surgeon command timed (the rows keep fold-bn's names: the ladder's BN-free rungs run
+    ``convert``, the same read, write and verify)."""
     commands = {
         "plain load_model": [sys.executable, "-c", PLAIN_LOAD, source],
-        "fold-bn (verify)": SURGEON + ["fold-bn", source, "-o", output, "--force"],
-        "fold-bn --no-verify": SURGEON + ["fold-bn", source, "-o", output, "--force", "--no-verify"],
+        "fold-bn (verify)": SURGEON + [command, source, "-o", output, "--force"],
+        "fold-bn --no-verify": SURGEON + [command, source, "-o", output, "--force", "--no-verify"],
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(repeat):  # interleaved, so that machine noise hits every command alike

@@ -181,7 +181,7 @@ def find_hazards(spec: ModelSpec, frozen: dict[str, bool]) -> list[Hazard]:
         hazards.append(Hazard(
             "frozen-but-trained",
             f"{len(trained)} frozen layer(s) own layers that Keras rebuilds trainable (attention projections, "
-            "ConvLSTM cells): a model loaded from this file trains them whatever the flag says",
+            "ConvLSTM cells, layers a custom class creates): a model loaded from this file trains them whatever the flag says",
             trained, "set layer.trainable = False after load_model, before compile(); or unfreeze them",
         ))
     hazards += _optimizer_hazards(spec, frozen, rewrite)

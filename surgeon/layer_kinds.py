@@ -29,11 +29,28 @@ REBUILT_TRAINABLE = frozenset({"MultiHeadAttention", "GroupQueryAttention", "Con
 
 
 def frozen_but_trained(spec: ModelSpec, frozen: dict[str, bool]) -> list[str]:
-    """Layers whose config says frozen but whose owned layers a loaded model would train."""
+    """Layers whose config says frozen but whose owned layers a loaded model would train: the
+    REBUILT_TRAINABLE classes, and layers of classes beyond Keras' own that own layers.
+
+    A class Keras does not know (the user's, or a keras-hub layer kept as one unit) that creates
+    layers in ``__init__`` gets its own ``trainable`` from the config, but the layers it creates
+    keep theirs (True) unless its code passes the flag on, which nothing in a file can make it
+    do; the config holds no config of theirs to write a flag into. Its weights name the owned
+    layers (``dense/vars/0`` in ``.keras``, ``inner_dense/kernel`` in ``.h5``).
+    """
     return [
         path for path, layer in spec.layers()
-        if layer.get("class_name") in REBUILT_TRAINABLE and frozen.get(path) and spec.weights.get(path)
+        if frozen.get(path) and spec.weights.get(path)
+        and (layer.get("class_name") in REBUILT_TRAINABLE or (_unknown_to_keras(layer) and any("/" in name for name in spec.weights[path])))
     ]
+
+
+def _unknown_to_keras(layer: dict) -> bool:
+    """A registered class beyond Keras' own: ``"pkg>Name"`` in a ``.h5`` config, a module outside ``keras`` in ``.keras``."""
+    module, registered = layer.get("module"), str(layer.get("registered_name") or layer.get("class_name") or "")
+    if isinstance(module, str):
+        return module.split(".")[0] != "keras"
+    return ">" in registered
 
 
 # Layers whose output shape equals their (first) input's shape.

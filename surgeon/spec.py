@@ -133,6 +133,18 @@ def parent_path(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+def is_keras_op(layer: dict) -> bool:
+    """A Keras op called on a symbolic tensor (keras-hub ResNetV2's ``ops.pad``, CSPNet's
+    ``ops.split``): a functional config holds it beside the layers, with no weights and no flag,
+    and ``Model.get_layer`` does not find it.
+
+    Example:
+        >>> is_keras_op({"module": "keras.src.ops.numpy", "class_name": "Pad", "config": {"name": "pad"}})
+        True
+    """
+    return str(layer.get("module") or "").startswith("keras.src.ops.")
+
+
 def takes_trainable_flag(layer: dict) -> bool:
     """Whether a layer's config may carry ``trainable``: Keras writes it for every class whose
     constructor accepts it (Layer.get_config); InputLayer and Discretization write none and

@@ -204,6 +204,31 @@ def test_a_custom_layer_holding_inner_layers_keeps_its_weights_from_a_keras_file
     np.testing.assert_array_equal(folded.get_layer("block").get_weights()[0], original.get_layer("block").get_weights()[0])
 
 
+@pytest.mark.parametrize("extension", [".keras", ".h5"])
+def test_a_frozen_custom_layer_that_creates_layers_is_a_hazard_and_prepare_says_why(in_user_dir, unregistered, extension):
+    """Block creates its Dense in __init__ without passing its flag on: loaded frozen, it trains."""
+    import keras
+
+    inputs = keras.Input((6,))
+    block = SESSION_CLASSES["Block"](name="block")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(block(inputs)))
+    block.trainable = False
+    source = f"frozen_block{extension}"
+    model.save(source)
+
+    inspected = runner.invoke(app, ["inspect", source, "--json", "--import", MODULE])
+    prepared = runner.invoke(app, ["prepare", source, "-o", f"out{extension}", "--import", MODULE, "--force"])
+
+    hazards = {hazard["kind"]: hazard for hazard in json.loads(inspected.output)["hazards"]}
+    assert hazards["frozen-but-trained"]["layers"] == ["block"]
+    assert prepared.exit_code == 2 and "cannot be frozen in a file" in prepared.output and "--unfreeze 'block'" in prepared.output
+    assert not os.path.exists(f"out{extension}")
+    with keras.saving.custom_object_scope({f"{PACKAGE}>Block": SESSION_CLASSES["Block"]}):
+        reloaded = keras.models.load_model(source)
+    trained = {id(v) for v in reloaded.trainable_weights} & {id(v) for v in reloaded.get_layer("block").weights}
+    assert reloaded.get_layer("block").trainable is False and trained  # what the hazard says
+
+
 def test_verify_and_inspect_take_the_flag_too(in_user_dir, unregistered):
     verified = runner.invoke(app, ["verify", "custom.keras", "custom.h5", "--import", MODULE])
     inspected = runner.invoke(app, ["inspect", "custom.keras", "--json", "--import", MODULE])

@@ -118,3 +118,31 @@ def test_the_ray_engine_writes_a_directory_not_an_npy(nested_base, npy_shards, t
     result = CliRunner().invoke(app, ["features", nested_base, str(npy_shards), "-o", str(tmp_path / "f.npy"), "--engine", "ray"])
     assert result.exit_code == 2 and "directory of shards" in result.stderr
     assert not (tmp_path / "f.npy").exists()
+
+
+@pytest.mark.parametrize("workers, started_here, expected", [(1, True, 4), (2, True, 2), (3, True, 1), (8, True, 1), (1, False, 1)])
+def test_a_local_instance_divides_this_machines_cpus_among_the_workers(monkeypatch, workers, started_here, expected):
+    """One worker on a 4-core machine computes with 4 threads, as the single process does; on a
+    cluster (or an instance a caller started) each worker takes one CPU."""
+    from surgeon.features import ray_engine
+
+    stopped = []
+    fake_ray = type("FakeRay", (), {"shutdown": staticmethod(lambda: stopped.append(True))})
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake_ray)  # the session's real cluster stays up
+    monkeypatch.setattr(ray_engine, "_connect", lambda ray, address, count: started_here)
+    monkeypatch.setattr(ray_engine, "machine_cpus", lambda: 4)
+    with ray_engine.ray_session(None, workers) as cpus_per_worker:
+        assert cpus_per_worker == expected
+    assert stopped == ([True] if started_here else [])
+
+
+def test_a_worker_sizes_tensorflows_thread_pool_to_its_cpus(tmp_path):
+    """TensorFlow reads TF_NUM_INTRAOP_THREADS at its import, which happens in the worker."""
+    import subprocess
+
+    script = ("import os; os.environ.pop('TF_NUM_INTRAOP_THREADS', None)\n"
+              "from surgeon.features.ray_engine import ShardWorker\n"
+              f"worker = ShardWorker({str(tmp_path / 'missing.keras')!r}, 'x', 8, {str(tmp_path)!r}, ['y'], False, threads=3)\n"
+              "print(os.environ['TF_NUM_INTRAOP_THREADS'], worker.model is None)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["3", "True"], done.stderr[-500:]

@@ -90,6 +90,28 @@ def test_in_memory_model_round_trips_through_the_spec():
     assert_same_weights(reference, rebuilt)
 
 
+def test_in_memory_model_with_keras_ops_between_its_layers_round_trips():
+    """keras-hub's ResNetV2 pads with ``ops.pad`` and CSPNet splits with ``ops.split``: a functional
+    config holds those ops beside the layers, and ``get_layer`` does not find them."""
+    import keras
+
+    x = keras.Input((4, 4, 3))
+    y = keras.layers.Conv2D(2, 1, name="conv")(x)
+    y = keras.ops.pad(y, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=-1.0)
+    left, right = keras.ops.split(y, 2, axis=-1)
+    # MobileNetV3's squeeze-and-excite multiplies two tensors with ops.multiply, which the door
+    # turns into a Multiply layer of the same name (keras3_fixups): no live layer of that name.
+    product = keras.ops.multiply(left, right)
+    reference = keras.Model(x, keras.layers.Add(name="add")([left, product]))
+
+    spec = spec_from_keras_model(reference)
+
+    assert set(spec.weights) == {"conv"}
+    rebuilt = build_keras_model(spec)
+    inputs = seeded_inputs(reference, 2)
+    np.testing.assert_array_equal(outputs(reference, inputs)[0], outputs(rebuilt, inputs)[0])
+
+
 def test_sequential_models_become_functional_with_the_same_outputs(tmp_path):
     import keras
 

@@ -95,6 +95,56 @@ def test_user_model_nesting_a_frozen_backbone_folds_every_bn_and_matches_keras_h
     assert relative_error(as_keras_hub_runs_it(hub_cases["user"])(x), folded(x)) <= 1e-5
 
 
+def test_backbones_with_keras_ops_in_their_graph_fold_and_match_keras_hub(tmp_path):
+    """ResNetV2 pads with ``ops.pad``: an op, not a layer, among the graph's layers."""
+    from keras_hub_models import build_user_model
+
+    path = str(tmp_path / "resnet_v2_user.keras")
+    build_user_model("resnet_v2", build_backbone("resnet_v2")).save(path)
+    output = str(tmp_path / "folded.keras")
+    result = runner.invoke(app, ["fold-bn", path, "-o", output])
+
+    assert result.exit_code == 0, result.output
+    x = images()
+    assert relative_error(as_keras_hub_runs_it(path)(x), plain(output)(x)) <= 1e-5
+
+
+def test_frozen_keras_hub_blocks_that_own_their_layers_come_out_really_frozen(tmp_path):
+    """EfficientNetV2's FusedMBConvBlock and MBConvBlock create their Conv2D and BatchNormalization
+    layers without passing their own flag on: loaded from a file, a frozen block trains every
+    layer inside it. Written as the graphs of those layers, each carries its own flag."""
+    from keras_hub_models import build_user_model
+
+    path = str(tmp_path / "efficientnet_v2_user.keras")
+    build_user_model("efficientnet_v2", build_backbone("efficientnet_v2")).save(path)
+    output = str(tmp_path / "prepared.keras")
+    result = runner.invoke(app, ["prepare", path, "-o", output, "--json"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["checked"]["passed"]  # frozen weights bit-for-bit unchanged after fitting the reloaded file
+    assert any("FusedMBConvBlock" in note and "own flag" in note for note in report["notes"])
+    with zipfile.ZipFile(output) as archive:
+        assert b"keras_hub" not in archive.read("config.json")
+    prepared = plain(output)
+    assert not [l for l in prepared._flatten_layers() if type(l).__name__ == "BatchNormalization"]
+    x = images()
+    assert relative_error(as_keras_hub_runs_it(path)(x), prepared(x)) <= 1e-5
+
+
+def test_a_backbone_saved_without_its_trainable_flag_is_said_so(tmp_path):
+    """keras-hub 0.32's VGGBackbone.get_config leaves out ``trainable``: frozen when saved, trainable when loaded."""
+    from keras_hub_models import build_user_model
+
+    path = str(tmp_path / "vgg_user.keras")
+    build_user_model("vgg", build_backbone("vgg")).save(path)
+    result = runner.invoke(app, ["inspect", path, "--json"])
+
+    assert result.exit_code == 0, result.output
+    notes = [note for note in json.loads(result.output)["notes"] if "saved without its trainable flag" in note]
+    assert len(notes) == 1 and "--freeze vgg_backbone" in notes[0]
+
+
 def test_the_backbone_alone_is_inspected_as_its_graph(hub_cases):
     result = runner.invoke(app, ["inspect", hub_cases["backbone"], "--json"])
 

@@ -18,7 +18,7 @@ def features(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per batch.")] = 32,
     engine: Annotated[str, typer.Option("--engine", help="local: this process; ray: a pool of Ray workers (pip install 'surgeon[ray]').")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to run on (HOST:PORT of the head node, ray://HOST:10001 or auto); default: a local Ray instance.", show_default=False)] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Ray workers (actors), each loading the base once and using one CPU.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Ray workers (actors), each loading the base once. Locally they share this machine's CPUs; on a cluster each takes one CPU.")] = 2,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Samples per shard of a directory output (rounded up to whole batches).")] = 4096,
     force: Force = False,
     as_json: Json = False,

@@ -105,7 +105,7 @@ def extract_features(base, data: str, output: str, *, batch_size: int = 32, forc
         raise SurgeonError("--address is for --engine ray")
     if not directory:
         _check_output(str(output), force, named_files)  # before loading TensorFlow
-    with _base_and_engine(base, allow_code, engine, address, workers) as (model, base_name):
+    with _base_and_engine(base, allow_code, engine, address, workers) as (model, base_name, cpus_per_worker):
         keys = _output_keys(model)
         if not directory:
             _check_output_fits(str(output), keys)
@@ -113,7 +113,7 @@ def extract_features(base, data: str, output: str, *, batch_size: int = 32, forc
         if directory:
             return _extract_to_directory(model, base, base_name, source, str(output), keys, batch_size=batch_size, force=force,
                                          progress=progress, allow_code=allow_code, engine=engine, workers=workers,
-                                         shard_size=shard_size, named_files=named_files)
+                                         cpus_per_worker=cpus_per_worker, shard_size=shard_size, named_files=named_files)
         output = str(output)
         labels_path = os.path.splitext(output)[0] + "_labels.npy" if source.labels is not None else None
         if labels_path:
@@ -138,7 +138,7 @@ def extract_features(base, data: str, output: str, *, batch_size: int = 32, forc
 
 
 def _extract_to_directory(model, base, base_name: str, source, output: str, keys: list[str], *, batch_size: int, force: bool,
-                          progress: bool, allow_code: bool, engine: str, workers: int, shard_size: int,
+                          progress: bool, allow_code: bool, engine: str, workers: int, cpus_per_worker: int, shard_size: int,
                           named_files: tuple[str, ...]) -> FeaturesResult:
     # Shards hold whole batches, so every engine feeds the base the batches one process would.
     shard_size = -(-shard_size // batch_size) * batch_size
@@ -170,7 +170,8 @@ def _extract_to_directory(model, base, base_name: str, source, output: str, keys
             # Ray's start and each worker's TensorFlow import take seconds before the first shard: say so.
             bar.update(task, description="features (starting Ray workers)")
             for record in run_on_ray(shards, base_path=os.path.abspath(str(base)), base_sha256=base_sha256, batch_size=batch_size,
-                                     directory=store.directory, keys=keys, workers=workers, allow_code=allow_code):
+                                     directory=store.directory, keys=keys, workers=workers, cpus_per_worker=cpus_per_worker,
+                                     allow_code=allow_code):
                 bar.update(task, advance=record["stop"] - record["start"], description="features")
                 store.record(record)
                 first_shard = first_shard or time.perf_counter() - started
@@ -207,20 +208,21 @@ def _model_sha256(model) -> str:
 
 @contextlib.contextmanager
 def _base_and_engine(base, allow_code: bool, engine: str, address: str | None, workers: int):
-    """Load the base; with the Ray engine, start (or join) Ray for the body meanwhile.
+    """``(model, base name, CPUs per Ray worker)``: the base loaded; with the Ray engine, Ray
+    started (or joined) for the body meanwhile (``ray_session``; 0 CPUs for the local engine).
 
     ray.init wants the main thread, TensorFlow's import does not: the two start-ups (3-6 s each on
     2 cores) overlap instead of adding up.
     """
     if engine != "ray":
-        yield _load_base(base, allow_code)
+        yield (*_load_base(base, allow_code), 0)
         return
     from surgeon.features.ray_engine import ray_session
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(_load_base, base, allow_code)
-        with ray_session(address, workers):
-            yield loading.result()
+        with ray_session(address, workers) as cpus_per_worker:
+            yield (*loading.result(), cpus_per_worker)
 
 
 def _load_base(base, allow_code: bool):

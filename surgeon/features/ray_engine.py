@@ -38,8 +38,12 @@ def import_ray():
 class ShardWorker:
     """One Ray actor: the base loaded once, then any number of shards."""
 
-    def __init__(self, base_path: str, base_sha256: str, batch_size: int, directory: str, keys: list[str], allow_code: bool):
+    def __init__(self, base_path: str, base_sha256: str, batch_size: int, directory: str, keys: list[str], allow_code: bool,
+                 threads: int = 1):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # TensorFlow sizes its thread pool to the whole node, not to the CPUs Ray gave this actor:
+        # sixteen actors on a 16-core node would run 256 compute threads. Read at its import.
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
         from surgeon.features.store import file_sha256
         from surgeon.io.loading import load_checked
 
@@ -81,19 +85,24 @@ def _one_line(error: Exception, context: str) -> str:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, workers: int) -> Iterator[None]:
-    """Join ``address`` or start a local Ray instance for the body; stop it after if started here."""
+def ray_session(address: str | None, workers: int) -> Iterator[int]:
+    """Join ``address`` or start a local Ray instance for the body; stop it after if started here.
+
+    Yields the CPUs each worker gets: a local instance started here divides this machine's CPUs
+    among the workers (one worker on 2 cores computes as fast as one process); on a cluster
+    (or an instance a caller started) each worker takes one CPU, and more workers fill it.
+    """
     ray = import_ray()
     started_here = _connect(ray, address, workers)
     try:
-        yield
+        yield max(1, machine_cpus() // workers) if started_here and not address else 1
     finally:
         if started_here:
             ray.shutdown()
 
 
 def run_on_ray(shards: list[dict], *, base_path: str, base_sha256: str, batch_size: int, directory: str, keys: list[str],
-               workers: int, allow_code: bool) -> Iterator[dict]:
+               workers: int, cpus_per_worker: int, allow_code: bool) -> Iterator[dict]:
     """Yield each shard's record as its worker finishes it (in any order); inside ``ray_session``."""
     ray = import_ray()
     context = ray.data.DataContext.get_current()
@@ -109,9 +118,10 @@ def run_on_ray(shards: list[dict], *, base_path: str, base_sha256: str, batch_si
         # Ray does not warn on every run that restarting its actors might fail.
         warnings.simplefilter("ignore", DeprecationWarning)
         results = dataset.map_batches(
-            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, max_restarts=0,
+            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
+            max_restarts=0,
             fn_constructor_kwargs={"base_path": base_path, "base_sha256": base_sha256, "batch_size": batch_size,
-                                   "directory": directory, "keys": keys, "allow_code": allow_code},
+                                   "directory": directory, "keys": keys, "allow_code": allow_code, "threads": cpus_per_worker},
         )
     for row in results.iter_rows():
         record = json.loads(str(row["record"]))
@@ -135,11 +145,16 @@ def _connect(ray, address: str | None, workers: int) -> bool:
             except Exception as error:
                 raise SurgeonError(f"cannot join the Ray cluster at '{address}': {one_line(error, limit=200)}; check the address (`ray status` on the head node)") from None
         else:
-            # A local run needs one CPU per worker; the object store carries only shard records.
-            ray.init(num_cpus=max(workers, 1), object_store_memory=256 * 2**20, **options)
+            # At least one CPU per worker; the object store carries only shard records.
+            ray.init(num_cpus=max(workers, machine_cpus()), object_store_memory=256 * 2**20, **options)
     finally:
         logger.setLevel(level)
     return True
+
+
+def machine_cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the whole machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def check_reachable(address: str) -> None:

@@ -6,15 +6,16 @@ functional API: ``__init__`` builds a graph of layers and hands its inputs and o
 "ResNetBackbone(stackwise_num_filters=...)", which only keras-hub can rebuild. Once built, the
 same layers called on the same tensors form a plain ``Functional`` (``keras.Model(m.inputs,
 m.outputs)``): that graph is what surgeon rewrites, and what it writes loads with plain Keras.
+
+keras-hub's blocks (EfficientNetV2's ``FusedMBConvBlock``) are layers, not models, but their
+``call`` too is a graph of layers they own: ``traced_graph`` writes it down, so that no frozen
+block trains after loading and every BatchNormalization inside is reachable. ``plain_view``
+puts both together: the model as plain Keras, over the same layer objects.
 """
 
 from __future__ import annotations
 
-from surgeon.spec import layer_name
-
-# Keys of a layer entry that describe the layer itself; "name" and "inbound_nodes" describe its
-# place in the enclosing graph and are kept.
-_OWN_KEYS = ("module", "class_name", "config", "registered_name", "build_config")
+import weakref
 
 
 def is_functional_subclass(layer) -> bool:
@@ -30,17 +31,18 @@ def expandable(model) -> bool:
 
     Not every keras-hub layer does: keras-hub 0.32's ``DepthwiseConvBlock`` (MobileNetV3) appends
     "_0" to the name it is given, so rebuilt from its config it is no longer the layer the graph
-    names. A model holding such a layer is kept whole (keras-hub rebuilds it from its arguments).
+    names. Such a layer is written as the graph its call traces (``traced_graph``) where it can
+    be; a model holding one that cannot is kept whole (keras-hub rebuilds it from its arguments).
     """
     return unexpandable_layer(model) is None
 
 
 def unexpandable_layer(model):
-    """The first layer of ``model`` (not a built-in Keras layer) whose rebuilt copy has another name."""
+    """The first layer of ``model`` (not a built-in Keras layer, not traced) whose rebuilt copy has another name."""
     import keras
 
     for layer in model._flatten_layers(include_self=False, recursive=False):
-        if isinstance(layer, keras.Model) or type(layer).__module__.split(".")[0] == "keras":
+        if isinstance(layer, keras.Model) or type(layer).__module__.split(".")[0] == "keras" or traced_graph(layer):
             continue
         try:
             copy = type(layer).from_config(layer.get_config())
@@ -51,20 +53,95 @@ def unexpandable_layer(model):
     return None
 
 
-def functional_config(model) -> dict:
-    """The serialized model with every functional subclass in it (itself included) as its graph.
+# keras-hub layer -> the Functional its call traces (None: it cannot be traced). Weak keys: a
+# model that is gone takes its traces with it.
+_TRACES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def traced_graph(layer):
+    """The graph a keras-hub layer's ``call`` builds from the layers it owns, as a plain
+    Functional named like the layer, or None where that graph is not the whole layer.
+
+    Why: keras-hub blocks (EfficientNetV2's ``FusedMBConvBlock``, MobileNetV3's
+    ``InvertedResidualBlock``) create their Conv2D and BatchNormalization layers in ``__init__``
+    without passing their own ``trainable`` on, so a frozen block loaded from any file trains
+    every layer inside it (Keras 3 trains each variable whose own flag is True), and a
+    BatchNormalization inside it cannot be folded or frozen. As the graph of its own layers,
+    each of them carries its own flag and every rewrite reaches it.
+
+    Traced only when that is the whole layer: a keras-hub layer that owns layers, whose ``call``
+    takes one tensor and nothing else (no ``training`` branch; traced at its first call's shape), whose every weight
+    belongs to a layer of the traced graph, and whose layers in the graph have distinct names.
+    Whether the graph computes what the layer computes is checked on seeded inputs by the reader.
+    """
+    if layer in _TRACES:
+        return _TRACES[layer]
+    _TRACES[layer] = graph = _trace(layer)
+    return graph
+
+
+def _trace(layer):
+    import inspect
+
+    import keras
+
+    if isinstance(layer, keras.Model) or not type(layer).__module__.startswith("keras_hub"):
+        return None
+    if not layer._flatten_layers(include_self=False, recursive=False) or not layer._inbound_nodes:
+        return None
+    if len(inspect.signature(layer.call).parameters) != 1:
+        return None
+    arguments = layer._inbound_nodes[0].input_tensors
+    if len(arguments) != 1:
+        return None
+    tensor = arguments[0]
+    try:
+        inputs = keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=f"{layer.name}_input")
+        graph = keras.Model(inputs, layer.call(inputs), name=layer.name, trainable=layer.trainable)
+    except Exception:  # a call that needs concrete values: the layer stays one unit
+        return None
+    names = [operation.name for operation in graph.operations]
+    if len(set(names)) != len(names) or {id(v) for v in graph.weights} != {id(v) for v in layer.weights}:
+        return None
+    return plain_view(graph)
+
+
+def plain_view(model):
+    """``model`` as plain Keras over its own layers (shared, not copied): every functional
+    subclass as its graph and every keras-hub layer that can be traced as its graph
+    (``traced_graph``), at every depth; ``model`` itself when nothing changes.
 
     Example:
-        >>> backbone = keras_hub.models.ResNetBackbone(...)
-        >>> functional_config(backbone)["class_name"]
+        >>> plain_view(keras_hub.models.EfficientNetBackbone(...)).__class__.__name__
         'Functional'
     """
     import keras
 
-    source = graph_of(model) if is_functional_subclass(model) and expandable(model) else model
-    config = keras.saving.serialize_keras_object(source)
-    _expand_nested(config, model)
-    return config
+    if is_functional_subclass(model) and not expandable(model):
+        return model  # kept whole
+    replacements = {}
+    for layer in model.layers:
+        view = plain_view(layer) if isinstance(layer, keras.Model) else traced_graph(layer)
+        if view is not None and view is not layer:
+            replacements[id(layer)] = view
+    if not replacements:
+        return graph_of(model) if is_functional_subclass(model) else model
+    return _rebuilt(model, replacements)
+
+
+def _rebuilt(model, replacements: dict):
+    """``model``'s graph run anew, with the layers in ``replacements`` swapped for their views."""
+    import keras
+    from keras import tree
+
+    graph = getattr(model, "_functional", None) or model  # a Sequential runs through its Functional
+    structure = getattr(graph, "_inputs_struct", None)
+    inputs = tree.map_structure(
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history[0].name),
+        graph.inputs if structure is None else structure,
+    )
+    outputs = graph._run_through_graph(inputs, operation_fn=lambda operation: replacements.get(id(operation), operation))
+    return keras.Model(inputs, outputs, name=model.name, trainable=model.trainable)
 
 
 def graph_of(model):
@@ -77,6 +154,11 @@ def graph_of(model):
     inputs = model.inputs if inputs is None else inputs
     outputs = model.outputs if outputs is None else outputs
     return keras.Model(inputs, outputs, name=model.name, trainable=model.trainable)
+
+
+def traced_classes(model) -> list[str]:
+    """Class names of the keras-hub layers inside ``model`` written as their traced graphs."""
+    return sorted({type(layer).__name__ for layer in model._flatten_layers(include_self=False) if layer in _TRACES and _TRACES[layer] is not None})
 
 
 def functional_subclasses(model, prefix: str = "") -> list[tuple[str, str]]:
@@ -98,20 +180,3 @@ def kept_whole(model, prefix: str = "") -> list[tuple[str, str, str]]:
         if hasattr(layer, "layers"):
             found += kept_whole(layer, prefix + layer.name + "/")
     return found
-
-
-def _expand_nested(config: dict, model) -> None:
-    import keras
-
-    for entry in config.get("config", {}).get("layers", []):
-        if entry.get("class_name") == "InputLayer":
-            continue  # a Sequential's InputLayer is in its config but not among its layers
-        live = model.get_layer(layer_name(entry))
-        if not isinstance(live, keras.Model) or (is_functional_subclass(live) and not expandable(live)):
-            continue
-        inner = functional_config(live)
-        for key in _OWN_KEYS:
-            if key in inner:
-                entry[key] = inner[key]
-            else:
-                entry.pop(key, None)

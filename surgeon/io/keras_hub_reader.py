@@ -130,6 +130,7 @@ def read_keras_hub(path: str, *, values: bool = True, bake_preprocessing: bool |
         >>> spec.config["class_name"], spec.source.format
         ('Functional', 'keras-hub preset')
     """
+    from surgeon.io.functional_view import plain_view
     from surgeon.io.keras_model import no_stdout_noise, quiet_tensorflow, spec_from_keras_model
 
     if bake_preprocessing is None:
@@ -141,11 +142,14 @@ def read_keras_hub(path: str, *, values: bool = True, bake_preprocessing: bool |
     preprocessing = image_preprocessing(preprocessor)
     if bake_preprocessing and preprocessing is None:
         raise SurgeonError(f"'{path}' has no image preprocessor to bake in; leave out --bake-preprocessing")
+    # The model itself (not its view) goes to spec_from_keras_model, which takes its compile config.
     graph = _graph_with_preprocessing(model, preprocessing) if bake_preprocessing else model
-    _check_graph_reproduces(model, graph, preprocessor if bake_preprocessing else None, path)
+    view = plain_view(graph)
+    _check_graph_reproduces(model, view, preprocessor if bake_preprocessing else None, path)
     spec = spec_from_keras_model(graph)
     spec.source = dataclasses.replace(spec.source, path=path, format=kind)
-    spec.notes = spec.notes + describe(model, preprocessing, bake_preprocessing, keras_hub.__version__) + what_stays(graph, spec)
+    spec.notes = spec.notes + describe(model, preprocessing, bake_preprocessing, keras_hub.__version__) + what_stays(view, spec)
+    spec.notes += flag_not_saved(model, _saved_config(path))
     return spec
 
 
@@ -193,6 +197,14 @@ def _load_preset(path: str, keras_hub):
     return model, getattr(model, "preprocessor", None), "keras-hub preset"
 
 
+def _saved_config(path: str) -> dict:
+    """The config the file or preset stores (the task's, when there is one)."""
+    if os.path.isdir(path):
+        task = os.path.join(path, TASK_CONFIG)
+        return _read_json(task if os.path.isfile(task) else os.path.join(path, PRESET_CONFIG))
+    return _config_of_archive(path)
+
+
 def _config_of_archive(path: str) -> dict:
     import zipfile
 
@@ -223,19 +235,22 @@ def _check_classes_exist(config, where: str) -> None:
 
 def _keras_hub_classes(value) -> set[tuple]:
     """(registered name, module, class name) of every keras-hub object serialized in ``value``."""
-    found = set()
-    if isinstance(value, dict):
-        registered, module = value.get("registered_name"), value.get("module")
-        registered = registered if isinstance(registered, str) else None
-        module = module if isinstance(module, str) else None
-        if (registered or "").startswith("keras_hub>") or (module or "").startswith("keras_hub"):
-            found.add((registered, module, str(value.get("class_name"))))
-        for item in value.values():
-            found |= _keras_hub_classes(item)
-    elif isinstance(value, list):
-        for item in value:
-            found |= _keras_hub_classes(item)
-    return found
+    def text(item):
+        return item if isinstance(item, str) else None
+
+    return {(text(entry.get("registered_name")), text(entry.get("module")), str(entry.get("class_name")))
+            for entry in _keras_hub_entries(value)}
+
+
+def _keras_hub_entries(value) -> list[dict]:
+    """Every serialized keras-hub object inside ``value``."""
+    if isinstance(value, list):
+        return [entry for item in value for entry in _keras_hub_entries(item)]
+    if not isinstance(value, dict):
+        return []
+    registered, module = value.get("registered_name"), value.get("module")
+    own = isinstance(registered, str) and registered.startswith("keras_hub>") or isinstance(module, str) and module.startswith("keras_hub")
+    return ([value] if own else []) + [entry for item in value.values() for entry in _keras_hub_entries(item)]
 
 
 # --- the task's preprocessing -----------------------------------------------------------------
@@ -271,9 +286,9 @@ def _graph_with_preprocessing(model, preprocessing: Preprocessing):
     """``model`` behind built-in Resizing and Rescaling layers doing what its image converter does."""
     import keras
 
-    from surgeon.io.functional_view import graph_of, is_functional_subclass
+    from surgeon.io.functional_view import plain_view
 
-    body = graph_of(model) if is_functional_subclass(model) else model
+    body = plain_view(model)
     channels = model.inputs[0].shape[-1]
     images = keras.Input(shape=(None, None, channels), name="images")
     x = images
@@ -297,7 +312,8 @@ def _check_graph_reproduces(model, graph, preprocessor, path: str) -> None:
     ``task(preprocessor(x))`` with the preprocessing baked in), on seeded images.
 
     Both run the same layer objects, so anything but a tiny difference means the class computes
-    more than its graph (an overridden ``call``), which a rewrite of the graph would drop.
+    more than its graph (an overridden ``call``), which a rewrite of the graph would drop, or that
+    a keras-hub layer does more than the graph its call traced.
     """
     import numpy as np
 
@@ -331,13 +347,20 @@ def _flat(outputs) -> list:
 
 
 def describe(model, preprocessing: Preprocessing | None, baked: bool, version: str) -> list[str]:
-    from surgeon.io.functional_view import functional_subclasses
+    from surgeon.io.functional_view import functional_subclasses, traced_classes
 
     notes = []
     expanded = functional_subclasses(model)
     if expanded:
         shown = ", ".join(f"{name} '{path or model.name}'" for path, name in expanded)
         notes.append(f"keras-hub {version}: {shown} read as functional graph(s); the output is a plain functional model")
+    traced = traced_classes(model)
+    if traced:
+        notes.append(
+            f"keras-hub layers {', '.join(traced)} written as the graphs of the layers they own: loaded from a file, "
+            "a frozen one would train every layer inside it (keras-hub does not pass its flag on); now each layer "
+            "carries its own flag, and the BatchNormalizations inside fold and freeze like any other"
+        )
     if preprocessing is not None:
         if baked:
             notes.append(f"preprocessing baked in as Resizing/Rescaling layers: {preprocessing.describe()}")
@@ -384,6 +407,22 @@ def what_stays(model, spec: ModelSpec) -> list[str]:
             f"'{inside[0][0]}'): surgeon rewrites a layer it does not know as one unit, and cannot fold or freeze inside it"
         )
     return notes
+
+
+def flag_not_saved(model, config: dict) -> list[str]:
+    """Notes on keras-hub backbones whose saved config has no ``trainable``.
+
+    keras-hub 0.32's ``VGGBackbone.get_config`` does not chain to ``Backbone.get_config``, so a
+    frozen VGG backbone is saved without its flag and loads trainable (by keras-hub too); surgeon
+    keeps the flags as loaded, and says so, since the user most likely froze it on purpose.
+    """
+    flagless = {str(entry.get("class_name")) for entry in _keras_hub_entries(config)
+                if str(entry.get("class_name", "")).endswith("Backbone") and "trainable" not in (entry.get("config") or {})}
+    return [
+        f"{type(layer).__name__} '{layer.name}' was saved without its trainable flag (keras-hub's get_config leaves it "
+        f"out), so it loads trainable whatever it was when saved; if you had frozen it, pass --freeze {layer.name}"
+        for layer in model._flatten_layers(include_self=True) if type(layer).__name__ in flagless
+    ]
 
 
 def _one_line(error: Exception) -> str:

@@ -17,7 +17,7 @@ from surgeon.errors import SurgeonError, one_line
 from surgeon.io.custom_classes import check_classes_known, custom_layers
 from surgeon.io.dialects import to_keras_config, translate
 from surgeon.io.object_paths import is_object_path_form, layer_assets, load_layer_assets, load_object_path_weights
-from surgeon.spec import ModelSpec, Source, code_carriers, is_model_config, iter_layers
+from surgeon.spec import ModelSpec, Source, code_carriers, is_keras_op, is_model_config, iter_layers
 
 
 def quiet_tensorflow() -> None:
@@ -261,20 +261,25 @@ def spec_from_keras_model(model) -> ModelSpec:
     quiet_tensorflow()
     import keras
 
-    from surgeon.io.functional_view import functional_config
+    from surgeon.io.functional_view import plain_view
 
     if not isinstance(model, keras.Model):
         raise SurgeonError(f"expected a keras.Model, got {type(model).__name__}")
-    # Functional subclasses (keras-hub backbones and tasks, here or nested) as their graphs.
-    config = functional_config(model)
+    # Functional subclasses (keras-hub backbones and tasks, here or nested) and the keras-hub
+    # layers that trace as their graphs, over the same layer objects.
+    view = plain_view(model)
+    config = keras.saving.serialize_keras_object(view)
     config.pop("compile_config", None)
+    # Keras ops called on symbolic tensors are not among the layers, and the door may turn them
+    # into layers of the same name (keras3_fixups): neither has weights to read.
+    operations = {path for path, entry in iter_layers(config) if is_keras_op(entry)}
     door = translate(config, None, keras.__version__)
     spec = ModelSpec(config=door.config, weights={}, source=Source(format="memory", keras_version=keras.__version__))
     for path, layer_config in iter_layers(spec.config):
         # A Sequential model's InputLayer is not among its layers (get_layer cannot find it).
-        if is_model_config(layer_config) or layer_config.get("class_name") == "InputLayer":
+        if is_model_config(layer_config) or layer_config.get("class_name") == "InputLayer" or path in operations:
             continue
-        layer = keras_layer(model, path)
+        layer = keras_layer(view, path)
         if layer.weights:
             spec.weights[path] = _named_values(layer)
         assets = layer_assets(layer)
