@@ -15,8 +15,10 @@ cut: the global pooling), writes N random images as one .npy, then runs, each in
 
 Throughput is images/s over the whole run (trace + all batches + writing), best of --repeats,
 the variants interleaved so that machine noise hits both. The features of all are compared.
-For the directory variants the time to the first recorded shard is printed too: the rate after
-it is the steady one, which is what many machines multiply. Peak memory is per process: for the
+For the directory variants the run is cut in two: a start-up and stop that do not grow with the
+data (for Ray: its start, the workers' TensorFlow import and base load, its stop) and the steady
+rate from the first recorded shards to the last, which is what many machines multiply; from the
+two, the data size beyond which the Ray engine is within 1.3x of the single process. Peak memory is per process: for the
 Ray variants, the largest worker (each one holds the base, a batch or two and its shard's pages).
 The machine's load average is printed: on a shared machine, read the figures against it.
 
@@ -67,7 +69,9 @@ def child(mode: str, base: str, data: str, out: str, batch_size: int, shard_size
         # The Ray workers load the base from its file; the local engine gets the loaded model, as "surgeon" does.
         result = extract_features(model if engine == "local" else base, data, out, batch_size=batch_size, shard_size=shard_size, force=True, progress=False,
                                   engine=engine, workers=workers)
-        print(json.dumps({"seconds": time.perf_counter() - started, "first_shard": result.first_shard_seconds}))
+        # result.seconds runs from the first shard planned to the last recorded (no Ray start or stop).
+        print(json.dumps({"seconds": time.perf_counter() - started, "first_shard": result.first_shard_seconds,
+                          "engine_seconds": result.seconds}))
         return
     print(json.dumps({"seconds": time.perf_counter() - started}))
 
@@ -226,12 +230,15 @@ def main() -> None:
     for mode in ("predict", "predict_loop", "on_batch"):
         if "surgeon" in best and mode in best:
             print(f"surgeon time over {mode}: {(best['surgeon'] / best[mode] - 1) * 100:+.1f}% (target: within +10%)")
-    if "surgeon" in best:
-        for mode in [m for m in DIRECTORY_MODES if m in best]:
-            first = min(r["first_shard"] for r in runs[mode])
-            steady = (args.images - args.shard_size * (int(mode[3:]) if mode.startswith("ray") else 1)) / max(best[mode] - first, 1e-9)
-            print(f"{mode}: {best[mode] / best['surgeon']:.2f}x the single-process time (target for ray: within 1.3x); "
-                  f"first shard after {first:.1f} s, then about {steady:.0f} images/s")
+    costs = {mode: start_up_and_rate(min(runs[mode], key=lambda r: r["seconds"]), args.images, args.shard_size, mode)
+             for mode in DIRECTORY_MODES if mode in best}
+    for mode, (start_up, rate) in costs.items():
+        line = f"{mode}: start-up and stop {start_up:.1f} s, then {rate:.0f} images/s"
+        if "surgeon" in best:
+            line += f"; {best[mode] / best['surgeon']:.2f}x the single-process time here (target for ray: within 1.3x)"
+        if mode != "shards" and "shards" in costs:
+            line += "; " + break_even(costs["shards"], (start_up, rate))
+        print(line)
     print(f"largest difference between the feature files: {difference:.3g}; byte-identical to {modes[0]}: {', '.join(identical)}")
     for mode in modes:
         extra = max(r["peak_anon_mb"] for r in runs[mode]) - baseline["peak_anon_mb"]
@@ -239,6 +246,24 @@ def main() -> None:
         print(f"{mode}: peak anonymous memory above baseline {extra:.0f} MB (data {data_mb:.0f} MB)"
               + (f"; largest Ray worker {worker:.0f} MB in all (TensorFlow + base included)" if worker else ""))
     print("load average at end (1, 5, 15 min): " + ", ".join(f"{load:.2f}" for load in os.getloadavg()))
+
+
+def start_up_and_rate(run: dict, images: int, shard_size: int, mode: str) -> tuple[float, float]:
+    """(seconds of the run that do not grow with the data, steady images/s): the rate from the
+    first shards recorded (one per worker, finished together) to the last; the rest of the wall
+    time is start-up (Ray, the workers' TensorFlow import and base load) and stop."""
+    workers = int(mode[3:]) if mode.startswith("ray") else 1
+    rate = (images - shard_size * workers) / max(run["engine_seconds"] - run["first_shard"], 1e-9)
+    return run["seconds"] - images / rate, rate
+
+
+def break_even(single: tuple[float, float], engine: tuple[float, float], goal: float = 1.3) -> str:
+    """From how many images ``engine`` (start-up, rate) takes at most ``goal`` x ``single``'s time."""
+    (single_start, single_rate), (start, rate) = single, engine
+    gain = goal / single_rate - 1 / rate  # seconds per image the goal leaves over
+    if gain <= 0:
+        return f"never within {goal}x on this machine (its steady rate is {rate / single_rate:.2f}x the single process')"
+    return f"within {goal}x of the single process from about {max(0.0, (start - goal * single_start) / gain):,.0f} images"
 
 
 if __name__ == "__main__":

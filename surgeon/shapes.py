@@ -40,11 +40,18 @@ def output_shape(layer: dict, input_shape: Shape | None) -> Shape | None:
     return infer_shape(layer.get("class_name"), layer.get("config", {}), [input_shape])
 
 
-def shape_text(shape) -> str:
-    """``(None, 224, 224, 3)`` for people; ``?`` for an unknown shape."""
+def shape_text(shape, *, batch: bool = True) -> str:
+    """``(None, 224, 224, 3)`` for people; ``?`` for an unknown shape. ``batch=False`` leaves out
+    a batch dimension of any size (``(224, 224, 3)``), where a table has no room for it.
+
+    Example:
+        >>> shape_text([None, 7, 7, 2048]), shape_text([None, 7, 7, 2048], batch=False), shape_text([None], batch=False)
+        ('(None, 7, 7, 2048)', '(7, 7, 2048)', '()')
+    """
     if shape is None:
         return "?"
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+    dimensions = list(shape) if batch else list(shape)[1:]
+    return "(" + ", ".join("None" if d is None else str(d) for d in dimensions) + ")"
 
 
 def _tuple(value, rank: int) -> list:

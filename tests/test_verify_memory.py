@@ -59,3 +59,30 @@ def test_outputs_kept_without_the_model_still_catch_a_wrong_file(tmp_path):
     write_model(spec, wrong)
     report = check_file(expected, wrong)
     assert not report.passed and abs(report.max_abs - 0.5) < 1e-5
+
+
+def test_one_image_in_training_mode_catches_a_layer_that_acts_in_training(tmp_path, monkeypatch):
+    """The training-mode run of a large input takes one forward call (one image): an active
+    Dropout left in the written file still fails the check."""
+    import keras
+
+    import surgeon.verify as verify
+
+    inputs = keras.Input((224, 224, 3))
+    x = keras.layers.Conv2D(4, 3, strides=8, name="conv")(inputs)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    path = str(tmp_path / "dropout.keras")
+    keras.Model(inputs, outputs).save(path)
+    calls, real_run = [], verify.run
+
+    def recorded_run(model, arrays, **options):
+        calls.append((options.get("training", False), arrays[0].shape[0]))
+        return real_run(model, arrays, **options)
+
+    monkeypatch.setattr(verify, "run", recorded_run)
+    expected = reference_outputs(keras.models.load_model(path), samples=3)
+    report = check_file(expected, path, training_check=True)
+    assert [c.passed for c in report.checks if c.mode == "inference"] == [True]
+    assert [c.passed for c in report.checks if c.mode == "training"] == [False]
+    assert (True, 1) in calls and (True, 3) not in calls  # samples in training mode: one

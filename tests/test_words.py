@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import os
 from pathlib import Path
 
@@ -71,12 +73,25 @@ def test_names_wrap_at_80_columns_and_are_never_cut(tmp_path):
 
 
 def column_texts(output: str) -> list[str]:
-    """Each table column's cells read top to bottom and joined: a wrapped name comes out whole."""
+    """Each table column's cells read top to bottom and joined: a wrapped name comes out whole.
+
+    Boxed tables are cut at their "│" borders; borderless ones (inspect's) where the words of
+    their header line (the one starting "layer ") start, down to the footnote in parentheses."""
     columns: dict[int, str] = {}
+    starts = None
     for line in output.splitlines():
         if line.startswith("│"):
-            for index, cell in enumerate(line.strip("│").split("│")):
-                columns[index] = columns.get(index, "") + cell.strip()
+            cells = line.strip("│").split("│")
+        elif line.startswith("layer "):
+            starts = [match.start() for match in re.finditer(r"\S+(?: \S+)*", line)]  # "output shape" is one
+            continue
+        elif starts is not None and not line.startswith(("─", "(")):
+            cells = [line[start:end] for start, end in zip(starts, starts[1:] + [len(line)])]
+        else:
+            starts = None if line.startswith("(") else starts
+            continue
+        for index, cell in enumerate(cells):
+            columns[index] = columns.get(index, "") + cell.strip()
     return list(columns.values())
 
 

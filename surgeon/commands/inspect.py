@@ -39,6 +39,7 @@ def inspect(
 
 
 def _print(result, all_layers: bool) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
@@ -48,16 +49,30 @@ def _print(result, all_layers: bool) -> None:
     out = console()
     source = escape(f"{result.path} ({result.format}, Keras {result.keras_version or '?'})")
     if all_layers:
-        table = Table(title=f"Model '{result.model_name}' from {source}", title_justify="left")
+        # Rules under the header only, and per-sample shapes: the five columns fit 80 columns
+        # with one line per layer (ResNet50's table was 361 lines, its last column cut off).
+        table = Table(title=f"Model '{result.model_name}' from {source}", title_justify="left", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False)
         names = ["  " * row.path.count("/") + row.path.rpartition("/")[2] for row in result.layers]
-        # Names people type back (--until, --at) keep their width as far as the terminal allows
-        # (the other columns need ~50 characters) and wrap beyond it: never cut.
-        layer_width = max(5, min(max(map(len, names), default=5), out.width - 50))
-        for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"), ("trainable", "left")):
-            table.add_column(column, justify=justify, overflow="fold", min_width=layer_width if column == "layer" else None)
-        for name, row in zip(names, result.layers):
-            table.add_row(escape(name), row.class_name, shape_text(row.output_shape), f"{row.params:,}", "yes" if row.trainable else "[dim]no[/dim]")
+        shapes = [shape_text(row.output_shape, batch=False) for row in result.layers]
+        params = [f"{row.params:,}" for row in result.layers]
+        widths = {
+            "type": min(max((len(row.class_name) for row in result.layers), default=4), 18),  # BatchNormalization whole
+            "output shape": max([len("output shape"), *map(len, shapes)]),
+            "params": max([len("params"), *map(len, params)]),
+            "train": len("train"),
+        }
+        # Names people type back (--until, --at) get what the other columns leave (3 characters
+        # between columns) and wrap beyond it: never cut.
+        room = out.width - sum(widths.values()) - 3 * len(widths)
+        widths["layer"] = max(5, min(max(map(len, names), default=5), room))
+        columns = (("layer", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"), ("train", "left"))
+        for column, justify in columns:
+            table.add_column(column, justify=justify, overflow="fold", min_width=widths[column])
+        for name, row, shape, count in zip(names, result.layers, shapes, params):
+            table.add_row(escape(name), row.class_name, shape, count, "yes" if row.trainable else "[dim]no[/dim]")
         out.print(table)
+        out.print("(output shapes per sample, without the batch dimension)", style="dim")
     else:
         out.print(f"Model '{result.model_name}' from {source}")
     frozen = result.total_params - result.trainable_params
