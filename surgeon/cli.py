@@ -61,7 +61,9 @@ app.command("convert")(convert_command.convert)
 
 def main() -> None:
     from surgeon import watchdog
+    from surgeon.io.keras_model import own_process
 
+    own_process()  # TensorFlow's objects leave the garbage collector's sight once imported
     watchdog.install()  # no input may hang the command: see watchdog.py
     app()
 
