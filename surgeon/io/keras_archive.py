@@ -173,8 +173,8 @@ def write_keras_archive(spec: ModelSpec, path: str) -> None:
     """Write ``spec`` to ``path`` as Keras' saver would; ``unsupported_reason(spec)`` must be None.
 
     h5py needs to seek, which a zip member does not allow, so the weights file is made first:
-    in memory up to IN_MEMORY_BYTES of weights (one disk write instead of two: 0.2-0.3 s of a
-    ResNet50 run), in a temporary file beside ``path`` beyond that, then copied into the
+    in memory up to IN_MEMORY_BYTES of weights (one disk write instead of two: 0.2-0.3 s of CPU
+    for ResNet50 in a fresh process), in a temporary file beside ``path`` beyond that, then copied into the
     archive in blocks, so that a large model never has a second copy of its weights in memory.
     """
     config = to_keras_config(spec.config)

@@ -50,7 +50,7 @@ _own_process = False
 
 
 def own_process() -> None:
-    """Say this process is surgeon's own (the CLI, its child processes), not a library caller's.
+    """Say this process is surgeon's own (the command line), not a library caller's.
 
     Then the ~1M objects TensorFlow's import leaves are moved out of the cyclic garbage
     collector's sight once it is imported (``gc.freeze``): the collections that building Keras
