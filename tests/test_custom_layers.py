@@ -257,3 +257,15 @@ def test_library_callers_use_a_custom_object_scope(user_dir, unregistered, tmp_p
         result = fold_bn_file(str(user_dir / "custom.keras"), str(tmp_path / "folded.keras"))
 
     assert result.passed and result.output
+
+
+def test_import_keeps_tensorflows_start_up_notices_off_the_terminal(user_dir):
+    """--import runs a module that imports Keras: stderr holds nothing but what surgeon says."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "surgeon.cli", "inspect", "custom.keras", "--import", MODULE, "--json"],
+                          cwd=user_dir, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": ""})
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stderr == ""

@@ -52,7 +52,13 @@ def command(function: Callable[..., int | None]) -> Callable[..., None]:
     @functools.wraps(function)
     def wrapper(*args, **kwargs) -> None:
         try:
-            # Before anything is loaded: the modules register the user's Keras classes.
+            # Before anything is loaded: the modules register the user's Keras classes. They
+            # import Keras, so TensorFlow is imported first with its start-up notices kept off
+            # the terminal, as everywhere else.
+            if kwargs.get("imports"):
+                from surgeon.io.keras_model import quiet_tensorflow
+
+                quiet_tensorflow()
             import_user_modules(kwargs.get("imports"))
             if kwargs.get("weights") is not None:  # --weights of a MODEL.json (ModelWeights)
                 from surgeon.io.json_reader import pair_weights
