@@ -17,16 +17,9 @@ lookups, quantized or LoRA layers, custom classes) makes ``unsupported_reason`` 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import io
 import json
-import os
 import re
-import shutil
-import tempfile
-import time
-import zipfile
 from typing import Callable
 
 import h5py
@@ -35,13 +28,10 @@ import numpy as np
 from surgeon.graph import Graph
 from surgeon.io.dialects import to_keras_config
 from surgeon.io.h5_writer import keras_version
+from surgeon.io.stored_zip import stored_archive
 from surgeon.weight_names import WEIGHT_NAMES, is_trainable_weight, weight_names
 from surgeon.spec import ModelSpec, is_model_config, layer_name, trainable_flag
 
-COPY_BLOCK = 16 * 2**20
-# Weights up to this size are written to the archive from memory (see write_keras_archive).
-IN_MEMORY_BYTES = 256 * 2**20
-ZIP64_LIMIT = 2**31  # zipfile needs to know up front that a member may pass the 32-bit sizes
 CONFIG = "config.json"
 METADATA = "metadata.json"
 WEIGHTS = "model.weights.h5"
@@ -172,10 +162,8 @@ def trainable_weights(model: dict, prefix: str, weights: dict) -> list:
 def write_keras_archive(spec: ModelSpec, path: str) -> None:
     """Write ``spec`` to ``path`` as Keras' saver would; ``unsupported_reason(spec)`` must be None.
 
-    h5py needs to seek, which a zip member does not allow, so the weights file is made first:
-    in memory up to IN_MEMORY_BYTES of weights (one disk write instead of two: 0.2-0.3 s of CPU
-    for ResNet50 in a fresh process), in a temporary file beside ``path`` beyond that, then copied into the
-    archive in blocks, so that a large model never has a second copy of its weights in memory.
+    h5py writes the weights file in place, as the archive's last member (``stored_zip``): the
+    weights are written once, with no second copy of them in memory or on disk.
     """
     config = to_keras_config(spec.config)
     config.setdefault("module", "keras.src.models.functional")
@@ -183,8 +171,8 @@ def write_keras_archive(spec: ModelSpec, path: str) -> None:
     if spec.compile_config:
         config["compile_config"] = spec.compile_config
     metadata = {"keras_version": keras_version(), "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
-    in_memory = weight_bytes(spec) <= IN_MEMORY_BYTES
-    with _weights_file(path, in_memory) as weights_file:
+    members = [(METADATA, json.dumps(metadata).encode()), (CONFIG, json.dumps(config).encode())]
+    with stored_archive(path, members, WEIGHTS) as weights_file:
         with h5py.File(weights_file, "w") as weights:
             _write_model_state(weights, spec.config, "", "", spec.weights)
             trainable = trainable_weights(spec.config, "", spec.weights)
@@ -192,37 +180,6 @@ def write_keras_archive(spec: ModelSpec, path: str) -> None:
             if optimizer is not None:
                 name = (spec.compile_config["optimizer"].get("config") or {}).get("name") or "optimizer"
                 _write_vars(weights, "optimizer", name, optimizer)
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-            archive.writestr(METADATA, json.dumps(metadata))
-            archive.writestr(CONFIG, json.dumps(config))
-            member = zipfile.ZipInfo(WEIGHTS, date_time=time.localtime()[:6])  # a bare name would say 1980
-            if in_memory:
-                with weights_file.getbuffer() as view:
-                    archive.writestr(member, view)
-                return
-            # ZipFile.write copies in 8 KB blocks (12,000 Python-level calls for ResNet50's 100 MB);
-            # large blocks leave only the copy and the CRC.
-            size = os.path.getsize(weights_file)
-            with open(weights_file, "rb") as source, archive.open(member, "w", force_zip64=size >= ZIP64_LIMIT) as target:
-                shutil.copyfileobj(source, target, COPY_BLOCK)
-
-
-def weight_bytes(spec: ModelSpec) -> int:
-    return sum(np.asarray(value).nbytes for named in spec.weights.values() for value in named.values())
-
-
-@contextlib.contextmanager
-def _weights_file(path: str, in_memory: bool):
-    """A BytesIO, or the path of a temporary file beside ``path`` (removed afterwards)."""
-    if in_memory:
-        yield io.BytesIO()
-        return
-    handle, weights_path = tempfile.mkstemp(suffix=".weights.h5", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(handle)
-    try:
-        yield weights_path
-    finally:
-        os.unlink(weights_path)
 
 
 def _write_model_state(handle: h5py.File, model: dict, prefix: str, layer_prefix: str, weights: dict) -> None:
