@@ -36,9 +36,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+import checkout  # noqa: E402 - beside this script
+
 ARCHS = ("ResNet50", "MobileNetV2")
 SURGEON = [sys.executable, "-m", "surgeon.cli"]
-ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])}
+ENVIRONMENT = checkout.environment()
 TIME_GOAL, MEMORY_GOAL, NO_VERIFY_SECONDS = 1.3, 1.2, 1.0
 PLAIN_LOAD = "import os, sys; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import keras; keras.models.load_model(sys.argv[1])"
 

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import checkout
+
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -56,7 +58,6 @@ def size_mb(path: Path) -> float:
 
 
 
-ROOT = Path(__file__).resolve().parent.parent
 SURGEON = [sys.executable, "-c", "from surgeon.cli import main; main()"]
 
 
@@ -70,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    environment = checkout.environment()
     unguarded = {**environment, "SURGEON_NO_WATCHDOG": "1"}
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; python {platform.python_version()}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
