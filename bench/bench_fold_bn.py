@@ -43,6 +43,11 @@ SURGEON = [sys.executable, "-m", "surgeon.cli"]
 ENVIRONMENT = checkout.environment()
 TIME_GOAL, MEMORY_GOAL, NO_VERIFY_SECONDS = 1.3, 1.2, 1.0
 PLAIN_LOAD = "import os, sys; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import keras; keras.models.load_model(sys.argv[1])"
+# The physical limit's read and forward pass (issue 15): a plain load, then one eager call on one
+# sample, as verification calls a 224x224 model (verify.call_size), holding what Keras keeps of it.
+PLAIN_LOAD_AND_CALL = PLAIN_LOAD.replace(
+    "keras.models.load_model(sys.argv[1])",
+    "import numpy as np; m = keras.models.load_model(sys.argv[1]); m(np.zeros((1,) + tuple(m.inputs[0].shape[1:]), 'float32'), training=False)")
 
 
 def make_model(arch: str, path: str) -> None:
@@ -76,6 +81,7 @@ def bench_cli(source: str, output: str, repeat: int, *, failed_check_ok: bool = 
     ``convert``, the same read, write and verify)."""
     commands = {
         "plain load_model": [sys.executable, "-c", PLAIN_LOAD, source],
+        "load_model + one call": [sys.executable, "-c", PLAIN_LOAD_AND_CALL, source],
         "fold-bn (verify)": SURGEON + [command, source, "-o", output, "--force"],
         "fold-bn --no-verify": SURGEON + [command, source, "-o", output, "--force", "--no-verify"],
     }
