@@ -147,10 +147,9 @@ class _MemberFile(io.RawIOBase):
     def readinto(self, buffer) -> int:
         count = max(0, min(len(buffer), self._size - self._position))
         self._file.seek(self._start + self._position)
-        data = self._file.read(count)
-        buffer[: len(data)] = data
-        self._position += len(data)
-        return len(data)
+        done = self._file.readinto(memoryview(buffer)[:count])  # straight into h5py's buffer, no copy
+        self._position += done
+        return done
 
     def close(self) -> None:
         self._file.close()

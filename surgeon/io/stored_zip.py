@@ -154,10 +154,9 @@ class _Window(io.RawIOBase):
     def readinto(self, buffer) -> int:
         count = max(0, min(len(buffer), self.size - self._position))
         self._raw.seek(self.start + self._position)
-        data = self._raw.read(count)
-        buffer[: len(data)] = data
-        self._position += len(data)
-        return len(data)
+        done = self._raw.readinto(memoryview(buffer)[:count])
+        self._position += done
+        return done
 
     def write(self, data) -> int:
         self._raw.seek(self.start + self._position)
