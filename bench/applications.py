@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,6 +41,7 @@ VARIANTS = ("flat", "nested")
 FORMATS = ("h5", "keras")
 CLASSES = 5
 CALIBRATION_SAMPLES = 64  # inputs the BN moving statistics are measured on (randomize_batchnorms)
+LARGE_INPUT_VALUES, LARGE_INPUT_SAMPLES = 128 * 128 * 3, 8  # larger inputs: 8 samples (randomize_batchnorms)
 ROW_MARK = "SWEEP-ROW "  # a child's result lines on stdout, told apart from anything Keras prints there
 
 
@@ -83,7 +85,11 @@ def randomize_batchnorms(model, layers, rng) -> None:
     # each channel a variance from 8 values, and on other inputs those BNs multiply rounding by
     # 1e4 (EfficientNetB0 in tf_keras: a one-float32-step input change moved the output by 1e-3 of
     # its scale with 8 calibration samples, 1e-5 with 64), which no verification can tell from a bug.
-    x = rng.uniform(-1, 1, (CALIBRATION_SAMPLES,) + tuple(model.inputs[0].shape[1:])).astype("float32")
+    shape = tuple(model.inputs[0].shape[1:])
+    # At 224x224 (the benchmarks) every channel already sees thousands of values in 8 samples, and
+    # 64 samples of EfficientNetB7 in training mode need more than the 23 GB of a bench machine.
+    samples = CALIBRATION_SAMPLES if math.prod(shape) <= LARGE_INPUT_VALUES else LARGE_INPUT_SAMPLES
+    x = rng.uniform(-1, 1, (samples,) + shape).astype("float32")
     model(x, training=True)
     for layer, value in zip(layers, momentum):
         layer.momentum = value
