@@ -48,3 +48,22 @@ def test_offsets_and_sizes_past_32_bits_use_zip64(tmp_path, monkeypatch):
     with zipfile.ZipFile(path) as archive:
         assert archive.getinfo("b").header_offset > 100  # read from the zip64 extra field
         assert archive.read("b") == b"b" * 300
+
+
+def test_a_read_only_window_reads_its_part_of_the_file_and_refuses_writes(tmp_path):
+    import io
+
+    import pytest
+
+    from surgeon.io.stored_zip import FileWindow
+
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    window = FileWindow(open(path, "rb"), 3, 4, owns=True)
+    assert window.read() == b"3456"
+    window.seek(-2, io.SEEK_END)
+    assert window.read(10) == b"56"
+    with pytest.raises(io.UnsupportedOperation):
+        window.write(b"x")
+    window.close()
+    assert path.read_bytes() == b"0123456789"

@@ -22,6 +22,7 @@ from surgeon.io.consistency import check_layer_entries, check_spec
 from surgeon.io.dialects import Door, translate
 from surgeon.io.files import ZIP_SIGNATURE, read_head
 from surgeon.io.hdf5 import decode, read_dataset
+from surgeon.io.stored_zip import FileWindow
 from surgeon.spec import ModelSpec, Source, is_model_config, iter_layers
 from surgeon.weight_names import weight_names
 
@@ -119,43 +120,6 @@ def _translate(config: dict, version: str | None, path: str) -> Door:
         raise SurgeonError(f"the config inside '{path}' is malformed ({type(error).__name__}: {error}); the file is corrupt") from None
 
 
-class _MemberFile(io.RawIOBase):
-    """A stored (uncompressed) zip member as a seekable file, read in place.
-
-    Keras writes ``model.weights.h5`` uncompressed; h5py then reads only the metadata and the
-    datasets asked for, instead of the whole archive (100 MB for ResNet50) being copied to memory.
-    """
-
-    def __init__(self, path: str, start: int, size: int):
-        self._file = open(path, "rb")
-        self._start, self._size, self._position = start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def readinto(self, buffer) -> int:
-        count = max(0, min(len(buffer), self._size - self._position))
-        self._file.seek(self._start + self._position)
-        done = self._file.readinto(memoryview(buffer)[:count])  # straight into h5py's buffer, no copy
-        self._position += done
-        return done
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
-
-
 def open_member(archive: zipfile.ZipFile, path: str):
     info = archive.getinfo(WEIGHTS)
     if info.compress_type != zipfile.ZIP_STORED:
@@ -168,7 +132,7 @@ def open_member(archive: zipfile.ZipFile, path: str):
     name_length = int.from_bytes(header[26:28], "little")
     extra_length = int.from_bytes(header[28:30], "little")
     start = info.header_offset + 30 + name_length + extra_length
-    return _MemberFile(path, start, info.file_size)
+    return FileWindow(open(path, "rb"), start, info.file_size, owns=True)
 
 
 def _optimizer_variables(handle: h5py.File) -> list[str] | None:

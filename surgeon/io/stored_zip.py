@@ -8,7 +8,8 @@ the member's CRC is then read back from the page cache and patched into its head
 
 Only what ``.keras`` needs: stored members, the last one of any size (zip64 where a size or an
 offset passes 32 bits, as ``zipfile`` writes it with ``force_zip64``), read by ``zipfile`` as any
-other archive (APPNOTE.TXT sections 4.3 and 4.5).
+other archive (APPNOTE.TXT sections 4.3 and 4.5). The reader opens a stored member in place through
+the same ``FileWindow``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def stored_archive(path: str, members: list[tuple[str, bytes]], last: str):
         member = _Member(last, raw.tell(), stamp)
         # The size is not known yet: reserve the zip64 sizes, as zipfile's force_zip64 does.
         raw.write(_local_header(member, zip64=True))
-        window = _Window(raw, raw.tell())
+        window = FileWindow(raw, raw.tell(), writable=True)
         yield window
         member.size = window.size
         member.crc = _crc_of(raw, window.start, window.size)
@@ -128,17 +129,24 @@ def _crc_of(raw, start: int, size: int) -> int:
     return crc
 
 
-class _Window(io.RawIOBase):
-    """The archive from ``start`` on, as a file of its own: h5py's file object."""
+class FileWindow(io.RawIOBase):
+    """Bytes ``start`` to ``start + size`` of an open binary file, as a seekable file of its own.
 
-    def __init__(self, raw, start: int):
-        self._raw, self.start, self.size, self._position = raw, start, 0, 0
+    For h5py, which reads and writes through any such object: a stored member read in place (the
+    reader's ``model.weights.h5``: only the metadata and the datasets asked for are read) or, when
+    ``writable``, the last member of an archive being written, which grows as h5py writes.
+    ``owns``: closing the window closes the file.
+    """
+
+    def __init__(self, raw, start: int, size: int = 0, *, writable: bool = False, owns: bool = False):
+        self._raw, self.start, self.size, self._position = raw, start, size, 0
+        self._writable, self._owns = writable, owns
 
     def readable(self) -> bool:
         return True
 
     def writable(self) -> bool:
-        return True
+        return self._writable
 
     def seekable(self) -> bool:
         return True
@@ -154,11 +162,13 @@ class _Window(io.RawIOBase):
     def readinto(self, buffer) -> int:
         count = max(0, min(len(buffer), self.size - self._position))
         self._raw.seek(self.start + self._position)
-        done = self._raw.readinto(memoryview(buffer)[:count])
+        done = self._raw.readinto(memoryview(buffer)[:count])  # straight into the caller's buffer
         self._position += done
         return done
 
     def write(self, data) -> int:
+        if not self._writable:
+            raise io.UnsupportedOperation("this window is read-only")
         self._raw.seek(self.start + self._position)
         count = self._raw.write(data)
         self._position += count
@@ -166,13 +176,20 @@ class _Window(io.RawIOBase):
         return count
 
     def truncate(self, size: int | None = None) -> int:
+        if not self._writable:
+            raise io.UnsupportedOperation("this window is read-only")
         self.size = self._position if size is None else size
         self._raw.truncate(self.start + self.size)
         return self.size
 
     def flush(self) -> None:
-        self._raw.flush()
+        if self._writable:
+            self._raw.flush()
+
+    def close(self) -> None:
+        if self._owns and not self.closed:
+            self._raw.close()
+        super().close()
 
 
-
-__all__ = ["stored_archive"]
+__all__ = ["FileWindow", "stored_archive"]
