@@ -3,8 +3,8 @@
 (a) Wall time and peak RSS of ``surgeon fold-bn`` with and without verification, each a fresh
     process, side by side with a process that only runs ``keras.models.load_model`` on the same
     file and one that also calls the loaded model once on one sample (verification's floor: one
-    read and one forward pass), the four interleaved round by round (so load on a shared machine hits them alike);
-    medians of --repeat runs; peak RSS from os.wait4's rusage of that child (the largest of it
+    read and one forward pass), the four interleaved round by round (so load on a shared
+    machine hits them alike); medians of --repeat runs; peak RSS from os.wait4's rusage of that child (the largest of it
     and its own children: surgeon's watchdog parent and its worker). Linux counts the RSS a child
     had before exec (a copy of its parent's), so this process never imports Keras: models are
     made and inference is timed in child processes. Each row gives its ratio to the plain load
