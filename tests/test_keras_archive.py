@@ -207,8 +207,8 @@ def test_keras_applications_are_written_like_keras(arch, variant, tmp_path):
 
 
 def test_the_archive_is_a_valid_zip_with_the_weights_written_in_place(tmp_path):
-    """zipfile reads the archive, every member's CRC is right, and the weights member is what
-    h5py wrote (its bytes open as the same tree as the weights Keras' saver writes)."""
+    """zipfile reads the archive and every member's CRC, in Keras' member order, and nothing is left
+    beside it (that its contents load as Keras' own save's: assert_written_like_keras above)."""
     spec = read_model(fixture_path("nested.keras"))
     path = str(tmp_path / "m.keras")
     write_keras_archive(spec, path)

@@ -1,9 +1,12 @@
 """surgeon.io.stored_zip: archives zipfile reads, the last member written in place by a seeking writer."""
 
+import io
 import zipfile
 
+import pytest
+
 from surgeon.io import stored_zip
-from surgeon.io.stored_zip import stored_archive
+from surgeon.io.stored_zip import FileWindow, stored_archive
 
 
 def test_members_and_a_seeking_last_member_read_back(tmp_path):
@@ -51,12 +54,6 @@ def test_offsets_and_sizes_past_32_bits_use_zip64(tmp_path, monkeypatch):
 
 
 def test_a_read_only_window_reads_its_part_of_the_file_and_refuses_writes(tmp_path):
-    import io
-
-    import pytest
-
-    from surgeon.io.stored_zip import FileWindow
-
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
     window = FileWindow(open(path, "rb"), 3, 4, owns=True)
