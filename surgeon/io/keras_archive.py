@@ -1,4 +1,4 @@
-"""Write a ModelSpec as a Keras 3 ``.keras`` archive with zipfile, json and h5py alone (no TensorFlow).
+"""Write a ModelSpec as a Keras 3 ``.keras`` archive with json, h5py and ``stored_zip`` alone (no TensorFlow).
 
 The inverse of ``keras_reader``, following ``keras/src/saving/saving_lib.py`` (``save_model``):
 a zip (stored, not deflated) of ``metadata.json``, ``config.json`` and ``model.weights.h5``. In
